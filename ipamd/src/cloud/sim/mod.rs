@@ -1,0 +1,944 @@
+//! The embedded simulated cloud: the default provider for the demo, tests and
+//! benches.
+//!
+//! Account state and node view are split so several nodes can share one VPC:
+//! [`SimVpc`] owns the VPC's addresses and ENI identities, [`SimCloud`] is
+//! one node (instance, its ENIs) in it. Limits follow the instance type
+//! ([`super::limits`]), subnets run out, every call takes `api_latency`, and
+//! EC2's all-or-nothing semantics are kept (a failed call changes nothing).
+//! A [`Fabric`] decides how an attached ENI appears on the node: [`VethFabric`]
+//! as a veth pair in the node namespace, [`NoFabric`] not at all.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use ipamd::cloud::Cloud;
+//! use ipamd::cloud::sim::{SimCloud, SimConfig, VethFabric};
+//!
+//! let cloud = SimCloud::new(SimConfig::default(), Arc::new(VethFabric::new()?)).await?;
+//! let eni = cloud.attach_eni(1).await?;
+//! let ips = cloud.assign_ips(&eni.id, 9).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod addresses;
+mod fabric;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ipnetwork::Ipv4Network;
+use rand::Rng;
+use tracing::{info, warn};
+
+use self::addresses::SubnetAddresses;
+pub use self::fabric::{Fabric, NoFabric, VethFabric};
+use super::limits::{self, InstanceLimits};
+use super::{Cloud, CloudError, Eni, EniId, MacAddr, NodeInfo, Result, Subnet};
+
+/// Largest and smallest CIDR blocks AWS accepts for a VPC or a subnet.
+const CIDR_PREFIXES: std::ops::RangeInclusive<u8> = 16..=28;
+
+/// Why a simulated VPC or node could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The instance type is not in [`limits`]'s table.
+    #[error("unknown instance type {name:?}; known types: {known}")]
+    UnknownInstanceType {
+        /// The name asked for.
+        name: String,
+        /// Every known type, comma-separated.
+        known: String,
+    },
+    /// The subnet does not lie inside the VPC's CIDR.
+    #[error("subnet {subnet} is not inside VPC {vpc}")]
+    SubnetOutsideVpc {
+        /// The subnet's CIDR.
+        subnet: Ipv4Network,
+        /// The VPC's CIDR.
+        vpc: Ipv4Network,
+    },
+    /// A CIDR block outside AWS's /16../28 range.
+    #[error("{what} CIDR {cidr} must be between /16 and /28, as in AWS")]
+    CidrSize {
+        /// `"VPC"` or `"subnet"`.
+        what: &'static str,
+        /// The CIDR given.
+        cidr: Ipv4Network,
+    },
+    /// The node's primary ENI could not be created (the subnet is full).
+    #[error("cannot create the primary ENI")]
+    PrimaryEni(#[source] CloudError),
+    /// The primary ENI could not be made to appear on the node.
+    #[error("primary ENI {eni} could not be materialised: {message}")]
+    Fabric {
+        /// The primary ENI.
+        eni: EniId,
+        /// What the fabric said.
+        message: String,
+    },
+}
+
+/// What to simulate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// EC2 instance type, e.g. `m5.large`; sets the ENI and address limits.
+    pub instance_type: String,
+    /// The VPC's CIDR.
+    pub vpc_cidr: Ipv4Network,
+    /// The node's subnet; must lie inside `vpc_cidr`.
+    pub subnet_cidr: Ipv4Network,
+    /// How long every API call takes.
+    pub api_latency: Duration,
+}
+
+impl Default for SimConfig {
+    /// An m5.large in 10.0.0.0/16, subnet 10.0.0.0/20, instant API.
+    fn default() -> Self {
+        SimConfig {
+            instance_type: "m5.large".into(),
+            vpc_cidr: Ipv4Network::new(Ipv4Addr::new(10, 0, 0, 0), 16)
+                .expect("/16 is a valid prefix"),
+            subnet_cidr: Ipv4Network::new(Ipv4Addr::new(10, 0, 0, 0), 20)
+                .expect("/20 is a valid prefix"),
+            api_latency: Duration::ZERO,
+        }
+    }
+}
+
+/// One simulated VPC with one subnet: the account-side state several
+/// [`SimCloud`] nodes can share.
+#[derive(Debug)]
+pub struct SimVpc {
+    id: String,
+    cidr: Ipv4Network,
+    subnet: Subnet,
+    /// Random per VPC, so ENI ids and MACs of different VPCs differ.
+    tag: u64,
+    // A std mutex, not tokio's: critical sections are short bookkeeping and
+    // never span an `.await` (the simulated latency is slept before locking).
+    state: Mutex<VpcState>,
+}
+
+#[derive(Debug)]
+struct VpcState {
+    addresses: SubnetAddresses,
+    enis_created: u32,
+}
+
+impl SimVpc {
+    /// A VPC with CIDR `vpc_cidr` and one subnet `subnet_cidr` inside it. Host
+    /// bits are ignored (`10.0.0.5/20` means `10.0.0.0/20`).
+    pub fn new(
+        vpc_cidr: Ipv4Network,
+        subnet_cidr: Ipv4Network,
+    ) -> std::result::Result<SimVpc, SimError> {
+        let vpc = normalise("VPC", vpc_cidr)?;
+        let subnet = normalise("subnet", subnet_cidr)?;
+        if !subnet.is_subnet_of(vpc) {
+            return Err(SimError::SubnetOutsideVpc { subnet, vpc });
+        }
+        let mut rng = rand::rng();
+        Ok(SimVpc {
+            id: random_id("vpc-", &mut rng),
+            cidr: vpc,
+            subnet: Subnet {
+                id: random_id("subnet-", &mut rng),
+                cidr: subnet,
+            },
+            // 36 bits: 9 hex digits of an ENI id, and one MAC octet.
+            tag: rng.random::<u64>() & 0xf_ffff_ffff,
+            state: Mutex::new(VpcState {
+                addresses: SubnetAddresses::new(subnet),
+                enis_created: 0,
+            }),
+        })
+    }
+
+    /// The VPC's id, `vpc-` and 17 hex digits.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The VPC's CIDR.
+    pub fn cidr(&self) -> Ipv4Network {
+        self.cidr
+    }
+
+    /// The VPC's one subnet.
+    pub fn subnet(&self) -> &Subnet {
+        &self.subnet
+    }
+
+    /// Addresses of the subnet nobody holds (reserved ones excluded).
+    pub fn free_addresses(&self) -> u32 {
+        self.lock().addresses.free()
+    }
+
+    /// Whether `ip` is held by an ENI or reserved by AWS.
+    pub fn is_used(&self, ip: Ipv4Addr) -> bool {
+        self.lock().addresses.is_used(ip)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VpcState> {
+        self.state
+            .lock()
+            .expect("sim VPC state poisoned: a panic interrupted an update")
+    }
+
+    fn subnet_full(&self) -> CloudError {
+        CloudError::SubnetFull {
+            subnet: self.subnet.id.clone(),
+        }
+    }
+
+    /// `count` lowest free addresses, or `SubnetFull` and none taken.
+    fn take(&self, count: u32) -> Result<Vec<Ipv4Addr>> {
+        self.lock()
+            .addresses
+            .take_lowest(count)
+            .ok_or_else(|| self.subnet_full())
+    }
+
+    fn release(&self, ips: &[Ipv4Addr]) {
+        let mut state = self.lock();
+        for ip in ips {
+            if !state.addresses.release(*ip) {
+                warn!(
+                    ip = %ip, subnet = %self.subnet.id,
+                    "released an address that was not in use"
+                );
+            }
+        }
+    }
+
+    /// A new ENI in the subnet, with the lowest free address as its primary.
+    fn create_eni(&self, device_index: u32) -> Result<Eni> {
+        let mut state = self.lock();
+        let primary_ip = *state
+            .addresses
+            .take_lowest(1)
+            .ok_or_else(|| self.subnet_full())?
+            .first()
+            .expect("took one address");
+        state.enis_created += 1;
+        let n = state.enis_created;
+        // Locally administered unicast (02:…), unique within the VPC.
+        let tag_octet = self.tag.to_le_bytes()[0];
+        let [c0, c1, c2, c3] = n.to_be_bytes();
+        Ok(Eni {
+            id: EniId(format!("eni-{:09x}{n:08x}", self.tag)),
+            mac: MacAddr([0x02, tag_octet, c0, c1, c2, c3]),
+            device_index,
+            subnet: self.subnet.clone(),
+            primary_ip,
+            secondary_ips: Vec::new(),
+        })
+    }
+}
+
+/// One simulated node (an EC2 instance) in a [`SimVpc`].
+pub struct SimCloud {
+    instance_id: String,
+    limits: InstanceLimits,
+    vpc: Arc<SimVpc>,
+    /// By device index, so listing comes out primary first. A std mutex, for
+    /// the same reason as [`SimVpc`]'s; when both are taken, this one first.
+    enis: Mutex<BTreeMap<u32, Eni>>,
+    latency: Duration,
+    fabric: Arc<dyn Fabric>,
+}
+
+impl std::fmt::Debug for SimCloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimCloud")
+            .field("instance_id", &self.instance_id)
+            .field("limits", &self.limits)
+            .field("vpc", &self.vpc.id)
+            .field("latency", &self.latency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimCloud {
+    /// A node of type `config.instance_type` in a VPC of its own, with its
+    /// primary ENI created and materialised through `fabric`.
+    pub async fn new(
+        config: SimConfig,
+        fabric: Arc<dyn Fabric>,
+    ) -> std::result::Result<SimCloud, SimError> {
+        // Check the instance type before building the VPC, so the error a
+        // user sees first is about what they most likely mistyped.
+        lookup_limits(&config.instance_type)?;
+        let vpc = Arc::new(SimVpc::new(config.vpc_cidr, config.subnet_cidr)?);
+        SimCloud::in_vpc(vpc, &config.instance_type, config.api_latency, fabric).await
+    }
+
+    /// A node of type `instance_type` in an existing (possibly shared) VPC,
+    /// with its primary ENI created and materialised through `fabric`.
+    pub async fn in_vpc(
+        vpc: Arc<SimVpc>,
+        instance_type: &str,
+        api_latency: Duration,
+        fabric: Arc<dyn Fabric>,
+    ) -> std::result::Result<SimCloud, SimError> {
+        let limits = lookup_limits(instance_type)?;
+        let primary = vpc.create_eni(0).map_err(SimError::PrimaryEni)?;
+        let cloud = SimCloud {
+            instance_id: random_id("i-", &mut rand::rng()),
+            limits,
+            vpc,
+            enis: Mutex::new(BTreeMap::from([(0, primary.clone())])),
+            latency: api_latency,
+            fabric,
+        };
+        if let Err(message) = cloud.fabric.materialize(&primary, true).await {
+            // The instance never booted: give its address back.
+            cloud.vpc.release(&[primary.primary_ip]);
+            return Err(SimError::Fabric {
+                eni: primary.id,
+                message,
+            });
+        }
+        info!(
+            instance = %cloud.instance_id,
+            instance_type,
+            eni = %primary.id,
+            ip = %primary.primary_ip,
+            "simulated instance started"
+        );
+        Ok(cloud)
+    }
+
+    /// The instance id, `i-` and 17 hex digits.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// The instance type's limits.
+    pub fn limits(&self) -> &InstanceLimits {
+        &self.limits
+    }
+
+    /// The VPC this node lives in.
+    pub fn vpc(&self) -> &Arc<SimVpc> {
+        &self.vpc
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, Eni>> {
+        self.enis
+            .lock()
+            .expect("sim node state poisoned: a panic interrupted an update")
+    }
+
+    /// Mimics the EC2 round trip before each call.
+    async fn api_call(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+
+    fn ip_limit(&self, eni: &EniId) -> CloudError {
+        CloudError::IpLimit {
+            eni: eni.clone(),
+            limit: self.limits.ipv4_per_eni,
+        }
+    }
+}
+
+fn find_mut<'a>(enis: &'a mut BTreeMap<u32, Eni>, id: &EniId) -> Result<&'a mut Eni> {
+    enis.values_mut()
+        .find(|e| &e.id == id)
+        .ok_or_else(|| CloudError::NotFound {
+            what: format!("ENI {id}"),
+        })
+}
+
+#[async_trait]
+impl Cloud for SimCloud {
+    async fn node(&self) -> Result<NodeInfo> {
+        self.api_call().await;
+        Ok(NodeInfo {
+            instance_id: self.instance_id.clone(),
+            limits: self.limits.clone(),
+            vpc_cidrs: vec![self.vpc.cidr],
+        })
+    }
+
+    async fn enis(&self) -> Result<Vec<Eni>> {
+        self.api_call().await;
+        Ok(self.lock().values().cloned().collect())
+    }
+
+    async fn attach_eni(&self, device_index: u32) -> Result<Eni> {
+        const OP: &str = "AttachNetworkInterface";
+        self.api_call().await;
+        let eni = {
+            let mut enis = self.lock();
+            if enis.len() >= self.limits.max_enis as usize {
+                return Err(CloudError::EniLimit {
+                    instance_type: self.limits.name.clone(),
+                    limit: self.limits.max_enis,
+                });
+            }
+            if let Some(taken) = enis.get(&device_index) {
+                return Err(CloudError::Api {
+                    operation: OP,
+                    message: format!(
+                        "device index {device_index} is already used by {}",
+                        taken.id
+                    ),
+                });
+            }
+            let eni = self.vpc.create_eni(device_index)?;
+            // Attached in the cloud from here on, as with EC2: if the node
+            // fails to bring the link up, the ENI stays attached and listed.
+            enis.insert(device_index, eni.clone());
+            eni
+        };
+        if let Err(message) = self.fabric.materialize(&eni, false).await {
+            warn!(
+                eni = %eni.id, device_index, error = %message,
+                "ENI attached but its link failed"
+            );
+            return Err(CloudError::Link {
+                eni: eni.id,
+                message,
+            });
+        }
+        info!(eni = %eni.id, device_index, mac = %eni.mac, ip = %eni.primary_ip, "ENI attached");
+        Ok(eni)
+    }
+
+    async fn assign_ips(&self, eni: &EniId, count: u32) -> Result<Vec<Ipv4Addr>> {
+        self.api_call().await;
+        if count == 0 {
+            // EC2 rejects a zero count; so do we, so a caller's bug shows up
+            // in the simulator too.
+            return Err(CloudError::Api {
+                operation: "AssignPrivateIpAddresses",
+                message: "SecondaryPrivateIpAddressCount must be at least 1".into(),
+            });
+        }
+        let ips = {
+            let mut enis = self.lock();
+            let target = find_mut(&mut enis, eni)?;
+            let held = target.secondary_ips.len() as u64;
+            if held + u64::from(count) > u64::from(self.limits.secondaries_per_eni()) {
+                return Err(self.ip_limit(eni));
+            }
+            let ips = self.vpc.take(count)?;
+            target.secondary_ips.extend_from_slice(&ips);
+            ips
+        };
+        info!(eni = %eni, ips = ?ips, "addresses assigned");
+        Ok(ips)
+    }
+
+    async fn unassign_ips(&self, eni: &EniId, ips: &[Ipv4Addr]) -> Result<()> {
+        const OP: &str = "UnassignPrivateIpAddresses";
+        self.api_call().await;
+        if ips.is_empty() {
+            return Err(CloudError::Api {
+                operation: OP,
+                message: "PrivateIpAddress list must not be empty".into(),
+            });
+        }
+        {
+            let mut enis = self.lock();
+            let target = find_mut(&mut enis, eni)?;
+            // Check everything before changing anything: EC2 is
+            // all-or-nothing.
+            if let Some(primary) = ips.iter().find(|ip| **ip == target.primary_ip) {
+                return Err(CloudError::Api {
+                    operation: OP,
+                    message: format!(
+                        "{primary} is the primary address of {eni} and cannot be unassigned"
+                    ),
+                });
+            }
+            if let Some(missing) = ips.iter().find(|ip| !target.secondary_ips.contains(ip)) {
+                return Err(CloudError::NotFound {
+                    what: format!("address {missing} on ENI {eni}"),
+                });
+            }
+            let drop: HashSet<Ipv4Addr> = ips.iter().copied().collect();
+            target.secondary_ips.retain(|ip| !drop.contains(ip));
+            let released: Vec<Ipv4Addr> = drop.into_iter().collect();
+            self.vpc.release(&released);
+        }
+        info!(eni = %eni, ips = ?ips, "addresses unassigned");
+        Ok(())
+    }
+}
+
+fn lookup_limits(instance_type: &str) -> std::result::Result<InstanceLimits, SimError> {
+    limits::lookup(instance_type).ok_or_else(|| SimError::UnknownInstanceType {
+        name: instance_type.to_string(),
+        known: limits::known_types().collect::<Vec<_>>().join(", "),
+    })
+}
+
+fn normalise(what: &'static str, cidr: Ipv4Network) -> std::result::Result<Ipv4Network, SimError> {
+    if !CIDR_PREFIXES.contains(&cidr.prefix()) {
+        return Err(SimError::CidrSize { what, cidr });
+    }
+    Ok(Ipv4Network::new(cidr.network(), cidr.prefix()).expect("prefix checked above"))
+}
+
+/// `prefix` and 17 random hex digits, the shape of EC2 resource ids.
+fn random_id(prefix: &str, rng: &mut impl Rng) -> String {
+    let n = rng.random::<u128>() & ((1u128 << 68) - 1);
+    format!("{prefix}{n:017x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Network {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn config(instance_type: &str, subnet: &str) -> SimConfig {
+        SimConfig {
+            instance_type: instance_type.into(),
+            subnet_cidr: net(subnet),
+            ..SimConfig::default()
+        }
+    }
+
+    async fn sim(instance_type: &str, subnet: &str) -> SimCloud {
+        SimCloud::new(config(instance_type, subnet), Arc::new(NoFabric))
+            .await
+            .unwrap()
+    }
+
+    async fn primary(cloud: &SimCloud) -> Eni {
+        cloud.enis().await.unwrap().remove(0)
+    }
+
+    fn is_ec2_id(id: &str, prefix: &str) -> bool {
+        id.strip_prefix(prefix).is_some_and(|hex| {
+            hex.len() == 17
+                && hex
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        })
+    }
+
+    /// Records what was materialised; fails for secondary ENIs, or for all,
+    /// on demand.
+    #[derive(Default)]
+    struct RecordingFabric {
+        calls: Mutex<Vec<(EniId, bool)>>,
+        fail_secondary: bool,
+        fail_primary: bool,
+    }
+
+    #[async_trait]
+    impl Fabric for RecordingFabric {
+        async fn materialize(&self, eni: &Eni, primary: bool) -> std::result::Result<(), String> {
+            self.calls.lock().unwrap().push((eni.id.clone(), primary));
+            if (primary && self.fail_primary) || (!primary && self.fail_secondary) {
+                return Err("no link for you".into());
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn primary_eni_exists_after_new() {
+        let fabric = Arc::new(RecordingFabric::default());
+        let cloud = SimCloud::new(SimConfig::default(), fabric.clone())
+            .await
+            .unwrap();
+        let enis = cloud.enis().await.unwrap();
+        assert_eq!(enis.len(), 1);
+        let eni = &enis[0];
+        assert!(eni.is_primary());
+        assert_eq!(
+            eni.primary_ip,
+            ip("10.0.0.4"),
+            "lowest non-reserved address"
+        );
+        assert!(eni.secondary_ips.is_empty());
+        assert_eq!(eni.subnet.cidr, net("10.0.0.0/20"));
+        assert!(is_ec2_id(&eni.id.0, "eni-"), "{}", eni.id);
+        assert_eq!(eni.mac.0[0], 0x02, "locally administered unicast");
+        assert_eq!(*fabric.calls.lock().unwrap(), vec![(eni.id.clone(), true)]);
+
+        let node = cloud.node().await.unwrap();
+        assert!(is_ec2_id(&node.instance_id, "i-"), "{}", node.instance_id);
+        assert_eq!(node.limits, limits::lookup("m5.large").unwrap());
+        assert_eq!(node.vpc_cidrs, vec![net("10.0.0.0/16")]);
+        assert!(is_ec2_id(&eni.subnet.id, "subnet-"));
+        assert!(is_ec2_id(cloud.vpc().id(), "vpc-"));
+    }
+
+    #[tokio::test]
+    async fn assign_within_limit_hands_out_lowest_addresses() {
+        let cloud = sim("m5.large", "10.0.0.0/20").await;
+        let eni = primary(&cloud).await;
+        let first = cloud.assign_ips(&eni.id, 2).await.unwrap();
+        assert_eq!(first, vec![ip("10.0.0.5"), ip("10.0.0.6")]);
+        let rest = cloud.assign_ips(&eni.id, 7).await.unwrap();
+        assert_eq!(rest.len(), 7);
+        assert_eq!(rest.last(), Some(&ip("10.0.0.13")));
+        let listed = primary(&cloud).await.secondary_ips;
+        assert_eq!(listed, [first, rest].concat());
+    }
+
+    #[tokio::test]
+    async fn assign_beyond_ip_limit_assigns_nothing() {
+        let cloud = sim("t3.medium", "10.0.0.0/20").await;
+        let eni = primary(&cloud).await;
+        let free = cloud.vpc().free_addresses();
+        let err = cloud.assign_ips(&eni.id, 6).await.unwrap_err();
+        assert_eq!(
+            err,
+            CloudError::IpLimit {
+                eni: eni.id.clone(),
+                limit: 6
+            }
+        );
+        assert!(primary(&cloud).await.secondary_ips.is_empty());
+        assert_eq!(cloud.vpc().free_addresses(), free);
+
+        assert_eq!(cloud.assign_ips(&eni.id, 5).await.unwrap().len(), 5);
+        assert!(matches!(
+            cloud.assign_ips(&eni.id, 1).await,
+            Err(CloudError::IpLimit { limit: 6, .. })
+        ));
+        assert_eq!(primary(&cloud).await.secondary_ips.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn zero_count_is_rejected_like_ec2() {
+        let cloud = sim("m5.large", "10.0.0.0/20").await;
+        let eni = primary(&cloud).await;
+        assert!(matches!(
+            cloud.assign_ips(&eni.id, 0).await,
+            Err(CloudError::Api { .. })
+        ));
+        assert!(matches!(
+            cloud.unassign_ips(&eni.id, &[]).await,
+            Err(CloudError::Api { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn attach_beyond_max_enis_fails() {
+        let cloud = sim("t3.medium", "10.0.0.0/20").await;
+        let eni1 = cloud.attach_eni(1).await.unwrap();
+        assert_eq!(eni1.device_index, 1);
+        assert_eq!(eni1.primary_ip, ip("10.0.0.5"));
+        assert!(eni1.secondary_ips.is_empty());
+        let err = cloud.attach_eni(1).await.unwrap_err();
+        assert!(
+            matches!(&err, CloudError::Api { message, .. } if message.contains("device index 1")),
+            "{err}"
+        );
+        cloud.attach_eni(2).await.unwrap();
+        assert_eq!(
+            cloud.attach_eni(3).await,
+            Err(CloudError::EniLimit {
+                instance_type: "t3.medium".into(),
+                limit: 3
+            })
+        );
+        let enis = cloud.enis().await.unwrap();
+        let indices: Vec<u32> = enis.iter().map(|e| e.device_index).collect();
+        assert_eq!(indices, vec![0, 1, 2]);
+        let mut macs: Vec<_> = enis.iter().map(|e| e.mac).collect();
+        macs.dedup();
+        assert_eq!(macs.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn enis_are_listed_by_device_index() {
+        let cloud = sim("m5.4xlarge", "10.0.0.0/20").await;
+        for i in [5, 2, 7] {
+            cloud.attach_eni(i).await.unwrap();
+        }
+        let indices: Vec<u32> = cloud
+            .enis()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.device_index)
+            .collect();
+        assert_eq!(indices, vec![0, 2, 5, 7]);
+    }
+
+    #[tokio::test]
+    async fn small_subnet_runs_out() {
+        // A /28 has 16 addresses, 11 usable; the primary ENI holds one.
+        let cloud = sim("m5.large", "10.0.0.0/28").await;
+        let eni0 = primary(&cloud).await;
+        assert_eq!(cloud.vpc().free_addresses(), 10);
+        cloud.assign_ips(&eni0.id, 5).await.unwrap();
+        let eni1 = cloud.attach_eni(1).await.unwrap();
+        assert_eq!(cloud.vpc().free_addresses(), 4);
+
+        let full = CloudError::SubnetFull {
+            subnet: eni0.subnet.id.clone(),
+        };
+        assert_eq!(cloud.assign_ips(&eni1.id, 5).await, Err(full.clone()));
+        assert_eq!(cloud.vpc().free_addresses(), 4, "all or nothing");
+        assert!(cloud.enis().await.unwrap()[1].secondary_ips.is_empty());
+
+        cloud.assign_ips(&eni1.id, 4).await.unwrap();
+        assert_eq!(cloud.vpc().free_addresses(), 0);
+        assert_eq!(cloud.attach_eni(2).await, Err(full.clone()));
+        assert_eq!(cloud.enis().await.unwrap().len(), 2);
+        assert_eq!(cloud.assign_ips(&eni0.id, 1).await, Err(full));
+    }
+
+    #[tokio::test]
+    async fn reserved_addresses_are_never_handed_out() {
+        let cloud = sim("m5.large", "10.0.0.16/28").await;
+        let eni0 = primary(&cloud).await;
+        cloud.assign_ips(&eni0.id, 9).await.unwrap();
+        cloud.attach_eni(1).await.unwrap();
+        assert_eq!(cloud.vpc().free_addresses(), 0);
+
+        let mut held: Vec<Ipv4Addr> = cloud
+            .enis()
+            .await
+            .unwrap()
+            .into_iter()
+            .flat_map(|e| std::iter::once(e.primary_ip).chain(e.secondary_ips))
+            .collect();
+        held.sort();
+        let usable: Vec<Ipv4Addr> = (20..=30).map(|o| Ipv4Addr::new(10, 0, 0, o)).collect();
+        assert_eq!(held, usable, "10.0.0.16-19 and 10.0.0.31 are AWS's");
+    }
+
+    #[tokio::test]
+    async fn unassign_then_assign_reuses_the_address() {
+        let cloud = sim("m5.large", "10.0.0.0/20").await;
+        let eni = primary(&cloud).await;
+        let ips = cloud.assign_ips(&eni.id, 3).await.unwrap();
+        assert_eq!(ips, vec![ip("10.0.0.5"), ip("10.0.0.6"), ip("10.0.0.7")]);
+        let free = cloud.vpc().free_addresses();
+
+        cloud
+            .unassign_ips(&eni.id, &[ip("10.0.0.6")])
+            .await
+            .unwrap();
+        assert_eq!(cloud.vpc().free_addresses(), free + 1);
+        assert!(!cloud.vpc().is_used(ip("10.0.0.6")));
+        assert_eq!(
+            primary(&cloud).await.secondary_ips,
+            vec![ip("10.0.0.5"), ip("10.0.0.7")]
+        );
+
+        assert_eq!(
+            cloud.assign_ips(&eni.id, 1).await.unwrap(),
+            vec![ip("10.0.0.6")]
+        );
+        assert_eq!(cloud.vpc().free_addresses(), free);
+    }
+
+    #[tokio::test]
+    async fn unknown_eni_or_address_is_not_found_and_changes_nothing() {
+        let cloud = sim("m5.large", "10.0.0.0/20").await;
+        let eni = primary(&cloud).await;
+        let ghost = EniId("eni-00000000000000000".into());
+        assert!(matches!(
+            cloud.assign_ips(&ghost, 1).await,
+            Err(CloudError::NotFound { .. })
+        ));
+        assert!(matches!(
+            cloud.unassign_ips(&ghost, &[ip("10.0.0.5")]).await,
+            Err(CloudError::NotFound { .. })
+        ));
+
+        let held = cloud.assign_ips(&eni.id, 2).await.unwrap();
+        let free = cloud.vpc().free_addresses();
+        let err = cloud
+            .unassign_ips(&eni.id, &[held[0], ip("10.0.0.99")])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, CloudError::NotFound { what } if what.contains("10.0.0.99")),
+            "{err}"
+        );
+        assert_eq!(primary(&cloud).await.secondary_ips, held);
+        assert_eq!(cloud.vpc().free_addresses(), free);
+
+        // The primary address is held, but it is not the caller's to give back.
+        assert!(matches!(
+            cloud.unassign_ips(&eni.id, &[eni.primary_ip]).await,
+            Err(CloudError::Api { .. })
+        ));
+        assert!(cloud.vpc().is_used(eni.primary_ip));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_call_takes_the_api_latency() {
+        let latency = Duration::from_millis(250);
+        let config = SimConfig {
+            api_latency: latency,
+            ..SimConfig::default()
+        };
+        let cloud = SimCloud::new(config, Arc::new(NoFabric)).await.unwrap();
+        let eni = primary(&cloud).await;
+
+        let start = tokio::time::Instant::now();
+        cloud.node().await.unwrap();
+        assert_eq!(start.elapsed(), latency);
+        cloud.enis().await.unwrap();
+        let ips = cloud.assign_ips(&eni.id, 1).await.unwrap();
+        cloud.unassign_ips(&eni.id, &ips).await.unwrap();
+        cloud.attach_eni(1).await.unwrap();
+        assert_eq!(start.elapsed(), latency * 5);
+        // Failed calls cost the round trip too.
+        cloud.attach_eni(1).await.unwrap_err();
+        assert_eq!(start.elapsed(), latency * 6);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_assigns_respect_the_limit() {
+        let cloud = Arc::new(sim("m5.large", "10.0.0.0/20").await);
+        let eni = primary(&cloud).await;
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (cloud, id) = (cloud.clone(), eni.id.clone());
+                tokio::spawn(async move { cloud.assign_ips(&id, 1).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(e) => assert!(matches!(e, CloudError::IpLimit { .. }), "{e}"),
+            }
+        }
+        assert_eq!(ok, 9);
+        let mut held = primary(&cloud).await.secondary_ips;
+        held.sort();
+        held.dedup();
+        assert_eq!(held.len(), 9);
+    }
+
+    #[tokio::test]
+    async fn nodes_sharing_a_vpc_never_share_an_address() {
+        let vpc = Arc::new(SimVpc::new(net("10.0.0.0/16"), net("10.0.0.0/24")).unwrap());
+        let a = SimCloud::in_vpc(vpc.clone(), "m5.large", Duration::ZERO, Arc::new(NoFabric))
+            .await
+            .unwrap();
+        let b = SimCloud::in_vpc(vpc.clone(), "t3.medium", Duration::ZERO, Arc::new(NoFabric))
+            .await
+            .unwrap();
+        let (ea, eb) = (primary(&a).await, primary(&b).await);
+        assert_eq!(
+            (ea.primary_ip, eb.primary_ip),
+            (ip("10.0.0.4"), ip("10.0.0.5"))
+        );
+        assert_ne!(ea.id, eb.id);
+        assert_ne!(ea.mac, eb.mac);
+        assert_ne!(a.instance_id(), b.instance_id());
+        let ia = a.assign_ips(&ea.id, 2).await.unwrap();
+        let ib = b.assign_ips(&eb.id, 2).await.unwrap();
+        assert_eq!(ia, vec![ip("10.0.0.6"), ip("10.0.0.7")]);
+        assert_eq!(ib, vec![ip("10.0.0.8"), ip("10.0.0.9")]);
+        // A node cannot touch another node's ENI.
+        assert!(matches!(
+            a.unassign_ips(&eb.id, &ib).await,
+            Err(CloudError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn link_failure_leaves_the_eni_attached() {
+        let fabric = Arc::new(RecordingFabric {
+            fail_secondary: true,
+            ..Default::default()
+        });
+        let cloud = SimCloud::new(SimConfig::default(), fabric.clone())
+            .await
+            .unwrap();
+        let err = cloud.attach_eni(1).await.unwrap_err();
+        let CloudError::Link { eni, .. } = err else {
+            panic!("{err}")
+        };
+        let enis = cloud.enis().await.unwrap();
+        assert_eq!(enis.len(), 2);
+        assert_eq!(enis[1].id, eni);
+        assert_eq!(fabric.calls.lock().unwrap()[1], (eni, false));
+    }
+
+    #[tokio::test]
+    async fn primary_link_failure_fails_start_and_frees_the_address() {
+        let vpc = Arc::new(SimVpc::new(net("10.0.0.0/16"), net("10.0.0.0/28")).unwrap());
+        let fabric = Arc::new(RecordingFabric {
+            fail_primary: true,
+            ..Default::default()
+        });
+        let err = SimCloud::in_vpc(vpc.clone(), "m5.large", Duration::ZERO, fabric)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SimError::Fabric { .. }), "{err}");
+        assert_eq!(vpc.free_addresses(), 11);
+    }
+
+    #[tokio::test]
+    async fn config_is_validated() {
+        let err = SimCloud::new(config("m5.huge", "10.0.0.0/20"), Arc::new(NoFabric))
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("\"m5.huge\""), "{msg}");
+        assert!(
+            msg.contains("m5.large") && msg.contains("t3.medium"),
+            "{msg}"
+        );
+
+        let err = SimCloud::new(config("m5.large", "10.1.0.0/20"), Arc::new(NoFabric))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SimError::SubnetOutsideVpc { .. }), "{err}");
+
+        let err = SimCloud::new(config("m5.large", "10.0.0.0/29"), Arc::new(NoFabric))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SimError::CidrSize { what: "subnet", .. }),
+            "{err}"
+        );
+
+        // Host bits are ignored, as in AWS's console.
+        let cloud = sim("m5.large", "10.0.0.77/20").await;
+        assert_eq!(cloud.vpc().subnet().cidr, net("10.0.0.0/20"));
+    }
+
+    #[tokio::test]
+    async fn subnet_too_full_for_a_primary_eni() {
+        let vpc = Arc::new(SimVpc::new(net("10.0.0.0/16"), net("10.0.0.0/28")).unwrap());
+        let first = SimCloud::in_vpc(vpc.clone(), "m5.large", Duration::ZERO, Arc::new(NoFabric))
+            .await
+            .unwrap();
+        first
+            .assign_ips(&primary(&first).await.id, 9)
+            .await
+            .unwrap();
+        first.attach_eni(1).await.unwrap();
+        let err = SimCloud::in_vpc(vpc, "m5.large", Duration::ZERO, Arc::new(NoFabric))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SimError::PrimaryEni(CloudError::SubnetFull { .. })),
+            "{err}"
+        );
+    }
+}

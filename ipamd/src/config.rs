@@ -1,0 +1,294 @@
+//! ipamd's configuration, read once at start from the environment.
+//!
+//! Names follow aws-node where the meaning is the same (`WARM_IP_TARGET`,
+//! `MAX_ENI`, `AWS_VPC_ENI_MTU`, ...); ours start with `VPC_CNI_`. Nothing
+//! else in the daemon reads the environment. An invalid value stops start-up
+//! with a message naming the variable and the value.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnetwork::Ipv4Network;
+
+/// Which cloud provider backs the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloudKind {
+    /// The embedded simulated VPC.
+    Sim,
+    /// Real EC2 (aws-sdk-ec2 + IMDS).
+    Ec2,
+}
+
+/// Settings of the embedded simulated cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimSettings {
+    /// `VPC_CNI_SIM_INSTANCE_TYPE` (default `m5.large`).
+    pub instance_type: String,
+    /// `VPC_CNI_SIM_VPC_CIDR` (default `10.0.0.0/16`).
+    pub vpc_cidr: Ipv4Network,
+    /// `VPC_CNI_SIM_SUBNET_CIDR` (default `10.0.0.0/20`).
+    pub subnet_cidr: Ipv4Network,
+    /// `VPC_CNI_SIM_API_LATENCY_MS` (default 0).
+    pub api_latency: Duration,
+}
+
+/// Warm-pool targets (aws-node's meaning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// `WARM_ENI_TARGET` (default 1): keep this many ENIs' worth of free addresses.
+    pub warm_eni_target: u32,
+    /// `WARM_IP_TARGET`: keep exactly this many free addresses (overrides ENI target).
+    pub warm_ip_target: Option<u32>,
+    /// `MINIMUM_IP_TARGET`: keep at least this many addresses in the pool.
+    pub minimum_ip_target: Option<u32>,
+    /// `MAX_ENI`: never attach more ENIs than this (capped by the instance type).
+    pub max_eni: Option<u32>,
+}
+
+/// The daemon's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `VPC_CNI_SOCKET` (default `/run/vpc-cni/ipamd.sock`).
+    pub socket: PathBuf,
+    /// `VPC_CNI_STATE_DIR` (default `/var/lib/vpc-cni`).
+    pub state_dir: PathBuf,
+    /// `VPC_CNI_CLOUD` (default `ec2`; `sim` for the embedded cloud).
+    pub cloud: CloudKind,
+    /// `AWS_VPC_ENI_MTU` (default 9001).
+    pub mtu: u32,
+    /// Warm-pool targets.
+    pub pool: PoolSettings,
+    /// Simulator settings (used when `cloud` is `Sim`).
+    pub sim: SimSettings,
+    /// `VPC_CNI_VETH_REAP_DELAY_MS` (default 5000): how long after DEL a host
+    /// veth the runtime did not remove (with its netns) is deleted by us.
+    pub veth_reap_delay: Duration,
+    /// `VPC_CNI_LOG_LEVEL` (default `info`), or `RUST_LOG` for a full filter.
+    pub log_filter: String,
+}
+
+/// An invalid setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    /// The variable.
+    pub var: String,
+    /// Its value.
+    pub value: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// aws-node settings whose feature is not in this build yet: accepted and
+/// validated so an aws-node configuration still starts, and reported.
+const NOT_YET: &[&str] = &[
+    "WARM_PREFIX_TARGET",
+    "ENABLE_PREFIX_DELEGATION",
+    "AWS_VPC_K8S_CNI_EXTERNALSNAT",
+];
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads settings from explicit variables (tests).
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = vars.into_iter().collect();
+        let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let cloud = match get("VPC_CNI_CLOUD") {
+            None | Some("ec2") => CloudKind::Ec2,
+            Some("sim") => CloudKind::Sim,
+            Some(other) => return Err(err("VPC_CNI_CLOUD", other, "expected `ec2` or `sim`")),
+        };
+        let socket = abs_path(&env, "VPC_CNI_SOCKET", "/run/vpc-cni/ipamd.sock")?;
+        let state_dir = abs_path(&env, "VPC_CNI_STATE_DIR", "/var/lib/vpc-cni")?;
+        let mtu = parse(&env, "AWS_VPC_ENI_MTU")?.unwrap_or(9001u32);
+        if !(576..=9001).contains(&mtu) {
+            return Err(err(
+                "AWS_VPC_ENI_MTU",
+                &mtu.to_string(),
+                "must be between 576 and 9001",
+            ));
+        }
+        let pool = PoolSettings {
+            warm_eni_target: parse(&env, "WARM_ENI_TARGET")?.unwrap_or(1),
+            warm_ip_target: parse(&env, "WARM_IP_TARGET")?,
+            minimum_ip_target: parse(&env, "MINIMUM_IP_TARGET")?,
+            max_eni: parse(&env, "MAX_ENI")?,
+        };
+        if pool.max_eni == Some(0) {
+            return Err(err("MAX_ENI", "0", "must be at least 1 (the primary ENI)"));
+        }
+        for var in NOT_YET {
+            if let Some(v) = get(var) {
+                parse_bool_or_num(var, v)?;
+            }
+        }
+        let sim = SimSettings {
+            instance_type: get("VPC_CNI_SIM_INSTANCE_TYPE")
+                .unwrap_or("m5.large")
+                .to_string(),
+            vpc_cidr: parse(&env, "VPC_CNI_SIM_VPC_CIDR")?
+                .unwrap_or_else(|| "10.0.0.0/16".parse().expect("literal")),
+            subnet_cidr: parse(&env, "VPC_CNI_SIM_SUBNET_CIDR")?
+                .unwrap_or_else(|| "10.0.0.0/20".parse().expect("literal")),
+            api_latency: Duration::from_millis(
+                parse(&env, "VPC_CNI_SIM_API_LATENCY_MS")?.unwrap_or(0),
+            ),
+        };
+        if !sim.vpc_cidr.contains(sim.subnet_cidr.network())
+            || sim.subnet_cidr.prefix() < sim.vpc_cidr.prefix()
+        {
+            return Err(err(
+                "VPC_CNI_SIM_SUBNET_CIDR",
+                &sim.subnet_cidr.to_string(),
+                &format!("must lie inside VPC_CNI_SIM_VPC_CIDR {}", sim.vpc_cidr),
+            ));
+        }
+        let veth_reap_delay =
+            Duration::from_millis(parse(&env, "VPC_CNI_VETH_REAP_DELAY_MS")?.unwrap_or(5000));
+        let log_filter = match (get("RUST_LOG"), get("VPC_CNI_LOG_LEVEL")) {
+            (Some(f), _) => f.to_string(),
+            (None, Some(level)) => match level {
+                "error" | "warn" | "info" | "debug" | "trace" => level.to_string(),
+                other => {
+                    return Err(err(
+                        "VPC_CNI_LOG_LEVEL",
+                        other,
+                        "expected error, warn, info, debug or trace",
+                    ))
+                }
+            },
+            (None, None) => "info".to_string(),
+        };
+        Ok(Config {
+            socket,
+            state_dir,
+            cloud,
+            mtu,
+            pool,
+            sim,
+            veth_reap_delay,
+            log_filter,
+        })
+    }
+
+    /// Settings this build accepts but does not act on yet, for a start-up warning.
+    pub fn ignored(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+        vars.into_iter()
+            .filter(|(k, v)| NOT_YET.contains(&k.as_str()) && !v.trim().is_empty())
+            .map(|(k, _)| k)
+            .collect()
+    }
+}
+
+fn err(var: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError {
+        var: var.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse<T: FromStr>(env: &HashMap<String, String>, var: &str) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|e: T::Err| err(var, v, &e.to_string())),
+    }
+}
+
+fn abs_path(
+    env: &HashMap<String, String>,
+    var: &str,
+    default: &str,
+) -> Result<PathBuf, ConfigError> {
+    let value = env
+        .get(var)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .unwrap_or(default);
+    let path = PathBuf::from(value);
+    if !path.is_absolute() {
+        return Err(err(var, value, "must be an absolute path"));
+    }
+    Ok(path)
+}
+
+fn parse_bool_or_num(var: &str, v: &str) -> Result<(), ConfigError> {
+    if matches!(v, "true" | "false") || v.parse::<u32>().is_ok() {
+        Ok(())
+    } else {
+        Err(err(var, v, "expected true, false or a number"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_vars(vars(&[("VPC_CNI_CLOUD", "sim")])).unwrap();
+        assert_eq!(c.socket, PathBuf::from("/run/vpc-cni/ipamd.sock"));
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/vpc-cni"));
+        assert_eq!(c.cloud, CloudKind::Sim);
+        assert_eq!(c.mtu, 9001);
+        assert_eq!(c.pool.warm_eni_target, 1);
+        assert_eq!(c.sim.instance_type, "m5.large");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("WARM_IP_TARGET", "lots"),
+            ("AWS_VPC_ENI_MTU", "70000"),
+            ("VPC_CNI_CLOUD", "gcp"),
+            ("VPC_CNI_SOCKET", "relative.sock"),
+            ("MAX_ENI", "0"),
+            ("ENABLE_PREFIX_DELEGATION", "yes please"),
+            ("VPC_CNI_SIM_SUBNET_CIDR", "192.168.0.0/24"),
+            ("VPC_CNI_LOG_LEVEL", "loud"),
+        ] {
+            let e = Config::from_vars(vars(&[(var, value)])).unwrap_err();
+            assert_eq!(e.var, var);
+            assert!(
+                e.to_string().contains(var) && e.to_string().contains(value),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn aws_node_names_are_read() {
+        let c = Config::from_vars(vars(&[
+            ("WARM_IP_TARGET", "5"),
+            ("MINIMUM_IP_TARGET", "10"),
+            ("MAX_ENI", "2"),
+            ("AWS_VPC_ENI_MTU", "1500"),
+        ]))
+        .unwrap();
+        assert_eq!(c.pool.warm_ip_target, Some(5));
+        assert_eq!(c.pool.minimum_ip_target, Some(10));
+        assert_eq!(c.pool.max_eni, Some(2));
+        assert_eq!(c.mtu, 1500);
+    }
+}

@@ -1,0 +1,128 @@
+//! `ipamd serve`: builds the real parts and runs them until shutdown.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::alloc::Allocator;
+use crate::cloud::sim::{SimCloud, SimConfig, VethFabric};
+use crate::cloud::Cloud;
+use crate::config::{CloudKind, Config};
+use crate::dataplane::NetlinkDataplane;
+use crate::metrics::Metrics;
+use crate::pod::PodService;
+use crate::pool::Pool;
+use crate::server::{self, ServiceSlot};
+use crate::store::Store;
+
+/// How often a blocked pool retries and the pool re-checks its targets.
+const POOL_RESYNC: Duration = Duration::from_secs(30);
+/// Coalescing window of checkpoint writes.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The socket.
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    /// The state directory.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The dataplane.
+    #[error("netlink: {0}")]
+    Dataplane(#[from] crate::dataplane::DataplaneError),
+    /// The cloud provider.
+    #[error("cloud: {0}")]
+    Cloud(String),
+    /// Enabling IPv4 forwarding in the node namespace.
+    #[error("enabling net.ipv4.ip_forward: {0}")]
+    Forwarding(std::io::Error),
+}
+
+/// Runs the node daemon in the calling thread's network namespace until
+/// `shutdown` completes; removes its socket on the way out.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let listener = server::bind(&config.socket).await?;
+    tracing::info!(socket = %config.socket.display(), "listening");
+    let slot: ServiceSlot = Arc::new(OnceLock::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(server::run(listener, slot.clone(), async move {
+        let _ = server_stop.changed().await;
+    }));
+    tokio::pin!(shutdown);
+    // A shutdown while the pool is still filling must stop start-up too.
+    let result = tokio::select! {
+        started = start(&config, slot) => match started {
+            Ok(()) => {
+                (&mut shutdown).await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        _ = &mut shutdown => Ok(()),
+    };
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    let _ = std::fs::remove_file(&config.socket);
+    tracing::info!("stopped");
+    result
+}
+
+async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
+    // Pods reach each other and the VPC through the node: it must route.
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1").map_err(StartError::Forwarding)?;
+    let store = Store::open(&config.state_dir)?;
+    let dataplane = Arc::new(NetlinkDataplane::new()?);
+    let cloud: Arc<dyn Cloud> = match config.cloud {
+        CloudKind::Sim => {
+            let fabric = VethFabric::new().map_err(|e| StartError::Cloud(e.to_string()))?;
+            let sim = SimCloud::new(
+                SimConfig {
+                    instance_type: config.sim.instance_type.clone(),
+                    vpc_cidr: config.sim.vpc_cidr,
+                    subnet_cidr: config.sim.subnet_cidr,
+                    api_latency: config.sim.api_latency,
+                },
+                Arc::new(fabric),
+            )
+            .await
+            .map_err(|e| StartError::Cloud(e.to_string()))?;
+            Arc::new(sim)
+        }
+        CloudKind::Ec2 => {
+            return Err(StartError::Cloud(
+                "VPC_CNI_CLOUD=ec2 is not available in this build yet; set VPC_CNI_CLOUD=sim for the embedded simulated VPC".into(),
+            ))
+        }
+    };
+    let alloc = Arc::new(Allocator::new());
+    let pool = Pool::start(
+        cloud,
+        alloc.clone(),
+        dataplane.clone(),
+        config.pool,
+        config.mtu,
+    )
+    .await
+    .map_err(|e| StartError::Cloud(e.to_string()))?;
+    pool.fill().await;
+    let metrics = Arc::new(Metrics::default());
+    let service = Arc::new(PodService::new(
+        alloc.clone(),
+        pool.clone(),
+        dataplane,
+        store.clone(),
+        metrics,
+        config.mtu,
+        config.veth_reap_delay,
+    ));
+    let for_store = service.clone();
+    tokio::spawn(store.run(CHECKPOINT_EVERY, move || for_store.records()));
+    tokio::spawn(pool.clone().run(POOL_RESYNC));
+    let usage = alloc.usage();
+    tracing::info!(addresses = usage.total, blocked = ?pool.blocked_reason(), "ready");
+    let _ = slot.set(service);
+    Ok(())
+}

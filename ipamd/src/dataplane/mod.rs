@@ -1,0 +1,472 @@
+//! The node's kernel networking: pod veths, addresses, routes, neighbours,
+//! policy-routing rules and ENI links, all over rtnetlink.
+//!
+//! Pod wiring has the same shape as aws-node's so operators' knowledge
+//! carries over: pod `eth0` with its address /32, a default route via
+//! 169.254.1.1 with a permanent neighbour entry for the host veth's MAC, a
+//! host veth `eni<11 hex>` with a /32 route to the pod, and for pods on
+//! secondary ENIs `ip rule` entries that send their traffic out of that ENI.
+//!
+//! Every call here is blocking (a few netlink round trips) and may enter a
+//! pod's namespace, so callers run it on the blocking pool
+//! (`tokio::task::spawn_blocking`), never on a runtime worker.
+
+pub mod msg;
+pub mod naming;
+pub mod netns;
+pub mod nl;
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+use netlink_packet_route::RouteNetlinkMessage;
+
+use crate::cloud::MacAddr;
+use netns::NetnsError;
+use nl::{Create, NlError, NlSocket, Req};
+
+/// The gateway every pod routes through: link-local, answered by the
+/// permanent neighbour entry, so no ARP ever leaves the pod for it.
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// aws-node's rule priorities: "to pod → main" must win over "from pod → ENI
+/// table", so traffic between pods on one node never leaves through an ENI.
+pub const TO_POD_RULE_PRIORITY: u32 = 512;
+/// See [`TO_POD_RULE_PRIORITY`].
+pub const FROM_POD_RULE_PRIORITY: u32 = 1536;
+
+/// Why the dataplane failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The pod's namespace could not be opened or entered.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// A netlink request failed.
+    #[error(transparent)]
+    Netlink(#[from] NlError),
+    /// CHECK found a difference.
+    #[error("{0}")]
+    Mismatch(String),
+    /// A link that should exist does not.
+    #[error("link {0} not found")]
+    NoLink(String),
+}
+
+/// Result of a dataplane call.
+pub type Result<T> = std::result::Result<T, DataplaneError>;
+
+/// What one pod attachment looks like in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNet {
+    /// Path of the pod's network namespace.
+    pub netns: String,
+    /// Interface name inside the pod (`eth0`).
+    pub ifname: String,
+    /// Host-side veth name (`eni…`).
+    pub host_ifname: String,
+    /// The pod's address.
+    pub addr: Ipv4Addr,
+    /// MTU of both veth ends.
+    pub mtu: u32,
+    /// Route table of the secondary ENI the address belongs to; `None` for
+    /// the primary ENI, whose traffic uses the main table.
+    pub eni_table: Option<u32>,
+}
+
+/// What ADD created, as reported in the CNI result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wired {
+    /// Host veth index.
+    pub host_ifindex: u32,
+    /// Host veth MAC.
+    pub host_mac: MacAddr,
+    /// Pod interface index (inside the pod's namespace).
+    pub pod_ifindex: u32,
+    /// Pod interface MAC.
+    pub pod_mac: MacAddr,
+}
+
+/// The netlink implementation, owning long-lived sockets in the node's
+/// namespace.
+pub struct NetlinkDataplane {
+    /// The node namespace, to return to after opening a pod-side socket.
+    home: File,
+    /// Idle node-namespace sockets; each blocking call borrows one, so
+    /// concurrent ADDs never share a socket and never open a new one in
+    /// steady state.
+    idle: Mutex<Vec<NlSocket>>,
+}
+
+impl NetlinkDataplane {
+    /// Binds to the calling thread's namespace as the node namespace.
+    pub fn new() -> Result<Self> {
+        let home = netns::current().map_err(|source| NetnsError::Io {
+            path: "/proc/thread-self/ns/net".into(),
+            source,
+        })?;
+        let first = NlSocket::open()?;
+        Ok(Self {
+            home,
+            idle: Mutex::new(vec![first]),
+        })
+    }
+
+    fn with_node_socket<T>(&self, f: impl FnOnce(&mut NlSocket) -> Result<T>) -> Result<T> {
+        let taken = self.idle.lock().expect("socket pool poisoned").pop();
+        let mut sock = match taken {
+            Some(s) => s,
+            None => NlSocket::open()?,
+        };
+        let out = f(&mut sock);
+        // A socket that saw an I/O error may hold stale replies; drop it.
+        if !matches!(out, Err(DataplaneError::Netlink(NlError::Io(_)))) {
+            self.idle.lock().expect("socket pool poisoned").push(sock);
+        }
+        out
+    }
+
+    /// Wires one pod: veth with the peer created in the pod's namespace,
+    /// address, routes and neighbour inside, host route (and rules) outside.
+    /// On failure everything it created is removed again.
+    pub fn add_pod(&self, pod: &PodNet) -> Result<Wired> {
+        let target = netns::open(&pod.netns)?;
+        let host_mac = naming::random_mac();
+        let pod_mac = naming::random_mac();
+        self.with_node_socket(|node| {
+            let veth = || {
+                msg::new_veth(
+                    &pod.host_ifname,
+                    host_mac,
+                    &pod.ifname,
+                    pod_mac,
+                    target.as_raw_fd(),
+                    pod.mtu,
+                )
+            };
+            let op = format!(
+                "create veth {} (peer {} in {})",
+                pod.host_ifname, pod.ifname, pod.netns
+            );
+            match node.request(Req::new(veth(), Create::Excl, op.clone())) {
+                Err(e) if e.errno() == Some(libc::EEXIST) => {
+                    // A previous sandbox of the same pod (same host veth
+                    // name) whose namespace the runtime has not destroyed
+                    // yet: aws-node replaces it the same way.
+                    if let Some(index) = find_link(node, &pod.host_ifname)? {
+                        tracing::info!(host_veth = %pod.host_ifname, "replacing stale host veth");
+                        node.request(
+                            Req::new(msg::del_link(index), Create::No, "delete stale veth")
+                                .tolerate(&[libc::ENODEV]),
+                        )?;
+                    }
+                    node.request(Req::new(veth(), Create::Excl, op))?;
+                }
+                other => other?,
+            }
+            let host_ifindex = match find_link(node, &pod.host_ifname)? {
+                Some(i) => i,
+                None => return Err(DataplaneError::NoLink(pod.host_ifname.clone())),
+            };
+            let undo_veth = |node: &mut NlSocket| {
+                let _ = node.request(
+                    Req::new(msg::del_link(host_ifindex), Create::No, "undo veth")
+                        .tolerate(&[libc::ENODEV]),
+                );
+            };
+            let inside = || -> Result<u32> {
+                let mut podsock = netns::socket_in(&target, &self.home, &pod.netns)?;
+                let pod_ifindex = find_link(&mut podsock, &pod.ifname)?
+                    .ok_or_else(|| DataplaneError::NoLink(pod.ifname.clone()))?;
+                podsock.batch(vec![
+                    Req::new(
+                        msg::set_link_up(pod_ifindex, pod.mtu),
+                        Create::No,
+                        format!("set {} up in pod", pod.ifname),
+                    ),
+                    Req::new(
+                        msg::new_addr(pod_ifindex, pod.addr, 32),
+                        Create::Excl,
+                        format!("add address {}/32 in pod", pod.addr),
+                    ),
+                    Req::new(
+                        msg::new_link_route(POD_GATEWAY, 32, pod_ifindex, msg::MAIN_TABLE),
+                        Create::Replace,
+                        "add route 169.254.1.1 in pod",
+                    ),
+                    Req::new(
+                        msg::new_default_route(POD_GATEWAY, pod_ifindex, msg::MAIN_TABLE, false),
+                        Create::Replace,
+                        "add default route in pod",
+                    ),
+                    Req::new(
+                        msg::new_permanent_neigh(pod_ifindex, POD_GATEWAY, host_mac),
+                        Create::Replace,
+                        "add neighbour 169.254.1.1 in pod",
+                    ),
+                ])?;
+                Ok(pod_ifindex)
+            };
+            let pod_ifindex = match inside() {
+                Ok(i) => i,
+                Err(e) => {
+                    undo_veth(node);
+                    return Err(e);
+                }
+            };
+            let mut host = vec![Req::new(
+                msg::new_link_route(pod.addr, 32, host_ifindex, msg::MAIN_TABLE),
+                Create::Replace,
+                format!("add host route {}/32", pod.addr),
+            )];
+            if let Some(table) = pod.eni_table {
+                host.push(Req::new(
+                    msg::rule(true, pod.addr, false, msg::MAIN_TABLE, TO_POD_RULE_PRIORITY),
+                    Create::Replace,
+                    "add rule to pod",
+                ));
+                host.push(Req::new(
+                    msg::rule(true, pod.addr, true, table, FROM_POD_RULE_PRIORITY),
+                    Create::Replace,
+                    "add rule from pod",
+                ));
+            }
+            if let Err(e) = node.batch(host) {
+                let _ = self.del_host_side(node, pod.addr, pod.eni_table);
+                undo_veth(node);
+                return Err(e.into());
+            }
+            Ok(Wired {
+                host_ifindex,
+                host_mac,
+                pod_ifindex,
+                pod_mac,
+            })
+        })
+    }
+
+    fn del_host_side(
+        &self,
+        node: &mut NlSocket,
+        addr: Ipv4Addr,
+        eni_table: Option<u32>,
+    ) -> Result<()> {
+        const GONE: &[i32] = &[libc::ESRCH, libc::ENOENT];
+        let mut reqs = vec![Req::new(
+            msg::del_route(addr, 32, msg::MAIN_TABLE),
+            Create::No,
+            format!("delete host route {addr}/32"),
+        )
+        .tolerate(GONE)];
+        if let Some(table) = eni_table {
+            reqs.push(
+                Req::new(
+                    msg::rule(false, addr, false, msg::MAIN_TABLE, TO_POD_RULE_PRIORITY),
+                    Create::No,
+                    "delete rule to pod",
+                )
+                .tolerate(GONE),
+            );
+            reqs.push(
+                Req::new(
+                    msg::rule(false, addr, true, table, FROM_POD_RULE_PRIORITY),
+                    Create::No,
+                    "delete rule from pod",
+                )
+                .tolerate(GONE),
+            );
+        }
+        node.batch(reqs)?;
+        Ok(())
+    }
+
+    /// Removes what DEL must remove before it answers: the host route and
+    /// rules. The veth itself is left to the runtime's namespace teardown
+    /// (or [`Self::reap_link`] later), because deleting a link costs a ≈ 20 ms
+    /// RCU grace period under the RTNL lock. Missing pieces are not errors.
+    pub fn del_pod(&self, addr: Ipv4Addr, eni_table: Option<u32>) -> Result<()> {
+        self.with_node_socket(|node| self.del_host_side(node, addr, eni_table))
+    }
+
+    /// Deletes host link `index` if it still exists and still has `name`
+    /// (indexes are not reused soon, names are: a new sandbox of the same pod
+    /// gets the same host veth name). Returns whether it deleted anything.
+    pub fn reap_link(&self, index: u32, name: &str) -> Result<bool> {
+        self.with_node_socket(|node| {
+            let current = match node.get(msg::get_link_by_index(index), "get link") {
+                Ok(RouteNetlinkMessage::NewLink(l)) => l,
+                Ok(_) => return Ok(false),
+                Err(e) if e.errno() == Some(libc::ENODEV) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+            if msg::link_name_mac(&current).0 != Some(name) {
+                return Ok(false);
+            }
+            node.request(
+                Req::new(
+                    msg::del_link(index),
+                    Create::No,
+                    format!("delete host veth {name}"),
+                )
+                .tolerate(&[libc::ENODEV]),
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// Deletes a host veth by name now (GC of a pod whose runtime is gone).
+    pub fn del_link_by_name(&self, name: &str) -> Result<()> {
+        self.with_node_socket(|node| {
+            if let Some(index) = find_link(node, name)? {
+                node.request(
+                    Req::new(
+                        msg::del_link(index),
+                        Create::No,
+                        format!("delete host veth {name}"),
+                    )
+                    .tolerate(&[libc::ENODEV]),
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// CNI CHECK: the pod's interface, address and routes, and the host
+    /// route, are as ADD left them.
+    pub fn check_pod(&self, pod: &PodNet) -> Result<()> {
+        let target = netns::open(&pod.netns)?;
+        let mut podsock = netns::socket_in(&target, &self.home, &pod.netns)?;
+        let pod_ifindex = find_link(&mut podsock, &pod.ifname)?.ok_or_else(|| {
+            DataplaneError::Mismatch(format!(
+                "interface {} is missing in {}",
+                pod.ifname, pod.netns
+            ))
+        })?;
+        let has_addr =
+            podsock
+                .dump(msg::dump_addrs(), "dump addresses")?
+                .iter()
+                .any(|m| match m {
+                    RouteNetlinkMessage::NewAddress(a) => a.header.index == pod_ifindex
+                        && a.header.prefix_len == 32
+                        && a.attributes.iter().any(
+                            |attr| matches!(attr, AddressAttribute::Local(ip) if *ip == pod.addr),
+                        ),
+                    _ => false,
+                });
+        if !has_addr {
+            return Err(DataplaneError::Mismatch(format!(
+                "address {}/32 is missing on {}",
+                pod.addr, pod.ifname
+            )));
+        }
+        let routes = podsock.dump(msg::dump_routes(), "dump routes")?;
+        let has_default = routes
+            .iter()
+            .any(|m| route_matches(m, 0, None, Some(POD_GATEWAY), pod_ifindex));
+        if !has_default {
+            return Err(DataplaneError::Mismatch(format!(
+                "default route via {POD_GATEWAY} dev {} is missing in the pod",
+                pod.ifname
+            )));
+        }
+        self.with_node_socket(|node| {
+            let host_ifindex = find_link(node, &pod.host_ifname)?.ok_or_else(|| {
+                DataplaneError::Mismatch(format!("host veth {} is missing", pod.host_ifname))
+            })?;
+            let routes = node.dump(msg::dump_routes(), "dump routes")?;
+            if !routes
+                .iter()
+                .any(|m| route_matches(m, 32, Some(pod.addr), None, host_ifindex))
+            {
+                return Err(DataplaneError::Mismatch(format!(
+                    "host route {}/32 dev {} is missing",
+                    pod.addr, pod.host_ifname
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    /// Brings up a secondary ENI's link (found by MAC) and fills its route
+    /// table: `gw dev <eni> scope link` and `default via gw dev <eni>`.
+    /// Returns the link's name.
+    pub fn setup_eni(
+        &self,
+        mac: MacAddr,
+        table: u32,
+        gateway: Ipv4Addr,
+        mtu: u32,
+    ) -> Result<String> {
+        self.with_node_socket(|node| {
+            let links = node.dump(msg::dump_links(), "dump links")?;
+            let found = links.iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => {
+                    let (name, lladdr) = msg::link_name_mac(l);
+                    (lladdr == Some(&mac.0[..]))
+                        .then(|| (l.header.index, name.unwrap_or("").to_string()))
+                }
+                _ => None,
+            });
+            let Some((index, name)) = found else {
+                return Err(DataplaneError::NoLink(format!("with MAC {mac}")));
+            };
+            node.batch(vec![
+                Req::new(
+                    msg::set_link_up(index, mtu),
+                    Create::No,
+                    format!("set {name} up"),
+                ),
+                Req::new(
+                    msg::new_link_route(gateway, 32, index, table),
+                    Create::Replace,
+                    format!("add gateway route table {table}"),
+                ),
+                Req::new(
+                    msg::new_default_route(gateway, index, table, false),
+                    Create::Replace,
+                    format!("add default route table {table}"),
+                ),
+            ])?;
+            Ok(name)
+        })
+    }
+}
+
+fn find_link(sock: &mut NlSocket, name: &str) -> Result<Option<u32>> {
+    match sock.get(msg::get_link_by_name(name), "get link") {
+        Ok(m) => Ok(msg::link_index(&m)),
+        Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn route_matches(
+    m: &RouteNetlinkMessage,
+    prefix: u8,
+    dst: Option<Ipv4Addr>,
+    gw: Option<Ipv4Addr>,
+    oif: u32,
+) -> bool {
+    let RouteNetlinkMessage::NewRoute(r) = m else {
+        return false;
+    };
+    if r.header.destination_prefix_length != prefix {
+        return false;
+    }
+    let mut got_dst = None;
+    let mut got_gw = None;
+    let mut got_oif = None;
+    for attr in &r.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => got_dst = Some(*a),
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => got_gw = Some(*a),
+            RouteAttribute::Oif(i) => got_oif = Some(*i),
+            _ => {}
+        }
+    }
+    (dst.is_none() || got_dst == dst) && got_gw == gw && got_oif == Some(oif)
+}

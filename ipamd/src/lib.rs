@@ -1,0 +1,24 @@
+//! ipamd: the vpc-cni node daemon.
+//!
+//! It owns every side effect of pod networking on one node. The `vpc-cni`
+//! plugin forwards each CNI call over a Unix socket to [`server`], which hands
+//! it to the pod service ([`pod`]): the service takes an address from the
+//! allocator ([`alloc`]), wires the pod through netlink ([`dataplane`]) and
+//! records the allocation ([`store`]). The warm pool ([`pool`]) keeps free
+//! addresses on the node's ENIs through the [`cloud`] trait (the embedded
+//! simulator today, EC2 later). Start reading at [`serve`].
+#![warn(missing_docs)]
+
+pub mod alloc;
+pub mod cloud;
+pub mod config;
+pub mod daemon;
+pub mod dataplane;
+pub mod demo;
+pub mod metrics;
+pub mod pod;
+pub mod pool;
+pub mod server;
+pub mod store;
+
+pub use daemon::serve;

@@ -1,0 +1,148 @@
+//! `ipamd`: the vpc-cni node daemon and its operator commands.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cni_plugin::wire::{Command, PodArgs, Request, PROTOCOL_VERSION};
+use ipamd::config::Config;
+
+const USAGE: &str = "usage: ipamd <command>
+
+commands:
+  serve                      run the node daemon (configured by environment variables)
+  status [--json]            show the pool and pods of the running daemon
+  max-pods --instance-type T show how many pods an instance type can hold
+  demo                       build a throwaway node on the simulated cloud and wire pods (root)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("serve") => serve(),
+        Some("status") => status(args.iter().any(|a| a == "--json")),
+        Some("max-pods") => max_pods(&args[1..]),
+        Some("demo") => ipamd::demo::main(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config() -> Result<Config, ExitCode> {
+    Config::from_env().map_err(|e| {
+        eprintln!("ipamd: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn serve() -> ExitCode {
+    let config = match load_config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    for var in Config::ignored(std::env::vars()) {
+        tracing::warn!(%var, "setting is accepted but not implemented in this version; ignored");
+    }
+    tracing::info!(?config, "starting");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ipamd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ipamd::serve(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "ipamd failed to start");
+            eprintln!("ipamd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+fn status(json: bool) -> ExitCode {
+    let config = match load_config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let req = Request {
+        v: PROTOCOL_VERSION,
+        command: Command::Introspect,
+        container_id: String::new(),
+        netns: String::new(),
+        ifname: String::new(),
+        args: PodArgs::default(),
+        config: serde_json::Value::Null,
+    };
+    let view = match cni_plugin::client::call(&config.socket, &req, Duration::from_secs(5)) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("ipamd status: {}", e.msg);
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).unwrap_or_default()
+        );
+    } else {
+        print!("{}", ipamd::demo::render_status(&view));
+    }
+    ExitCode::SUCCESS
+}
+
+fn max_pods(args: &[String]) -> ExitCode {
+    let Some(pos) = args.iter().position(|a| a == "--instance-type") else {
+        eprintln!("ipamd max-pods: --instance-type is required");
+        return ExitCode::from(2);
+    };
+    let Some(name) = args.get(pos + 1) else {
+        eprintln!("ipamd max-pods: --instance-type needs a value");
+        return ExitCode::from(2);
+    };
+    match ipamd::cloud::limits::lookup(name) {
+        Some(l) => {
+            println!("{}", l.max_pods());
+            ExitCode::SUCCESS
+        }
+        None => {
+            let known: Vec<_> = ipamd::cloud::limits::known_types().collect();
+            eprintln!(
+                "ipamd max-pods: unknown instance type {name:?}; known: {}",
+                known.join(", ")
+            );
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! The pod service: CNI ADD, DEL, CHECK, STATUS and GC as transactions over
+//! the allocator, the dataplane and the checkpoint.
+//!
+//! ADD either completes or leaves nothing behind: a [`Rollback`] guard gives
+//! the address back and forgets the attachment unless ADD reaches its end.
+//! DEL is idempotent and answers without waiting for the kernel to destroy
+//! the veth (see [`PodService::del`]).
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use cni_plugin::error as code;
+use cni_plugin::result::{AddResult, Interface, IpConfig, Route, CURRENT_VERSION};
+use cni_plugin::wire::{PodArgs, Request};
+use cni_plugin::CniError;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::alloc::{AllocError, Allocator, AttachmentKey, Lease};
+use crate::dataplane::netns::NetnsError;
+use crate::dataplane::{naming, DataplaneError, NetlinkDataplane, PodNet, Wired, POD_GATEWAY};
+use crate::metrics::Metrics;
+use crate::pool::{eni_table, Pool};
+use crate::store::Store;
+
+/// How long an ADD that found the pool empty waits for it to grow.
+const GROWTH_WAIT: Duration = Duration::from_secs(5);
+
+/// One wired attachment.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRecord {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// `CNI_NETNS` at ADD.
+    pub netns: String,
+    /// Pod namespace from CNI_ARGS.
+    pub namespace: Option<String>,
+    /// Pod name from CNI_ARGS.
+    pub name: Option<String>,
+    /// The address.
+    pub addr: Ipv4Addr,
+    /// Device index of the ENI holding it.
+    pub eni_index: u32,
+    /// Host veth name.
+    pub host_ifname: String,
+    /// Host veth index (to reap exactly this link later).
+    pub host_ifindex: u32,
+    /// MTU used.
+    pub mtu: u32,
+    /// When ADD finished (seconds since the epoch).
+    pub created_unix: u64,
+    /// The result ADD returned (returned again for a repeated ADD).
+    #[serde(skip)]
+    pub result: Value,
+}
+
+impl PodRecord {
+    fn pod_net(&self) -> PodNet {
+        PodNet {
+            netns: self.netns.clone(),
+            ifname: self.ifname.clone(),
+            host_ifname: self.host_ifname.clone(),
+            addr: self.addr,
+            mtu: self.mtu,
+            eni_table: eni_table(self.eni_index),
+        }
+    }
+}
+
+enum Entry {
+    /// An ADD is wiring this attachment right now.
+    Adding,
+    /// Wired.
+    Ready(PodRecord),
+}
+
+/// The service.
+pub struct PodService {
+    alloc: Arc<Allocator>,
+    pool: Arc<Pool>,
+    dataplane: Arc<NetlinkDataplane>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    mtu: u32,
+    reap_delay: Duration,
+    entries: Mutex<HashMap<AttachmentKey, Entry>>,
+}
+
+/// Undoes a half-done ADD when dropped, unless disarmed.
+struct Rollback<'a> {
+    service: &'a PodService,
+    key: &'a AttachmentKey,
+    armed: bool,
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.service.alloc.release(self.key);
+            self.service.entries().remove(self.key);
+        }
+    }
+}
+
+impl PodService {
+    /// Builds the service.
+    pub fn new(
+        alloc: Arc<Allocator>,
+        pool: Arc<Pool>,
+        dataplane: Arc<NetlinkDataplane>,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        mtu: u32,
+        reap_delay: Duration,
+    ) -> Self {
+        Self {
+            alloc,
+            pool,
+            dataplane,
+            store,
+            metrics,
+            mtu,
+            reap_delay,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<AttachmentKey, Entry>> {
+        self.entries.lock().expect("pod table poisoned")
+    }
+
+    /// Dispatches one CNI request.
+    pub async fn handle(&self, req: Request) -> Result<Value, CniError> {
+        use cni_plugin::wire::Command;
+        let started = Instant::now();
+        let command = req.command;
+        let out = match command {
+            Command::Add => self.add(req).await,
+            Command::Del => self.del(req).await.map(|()| json!({})),
+            Command::Check => self.check(req).await.map(|()| json!({})),
+            Command::Status => self.status().map(|()| json!({})),
+            Command::Gc => self.gc(req).await.map(|()| json!({})),
+            Command::Introspect => Ok(self.introspect()),
+        };
+        self.metrics.observe(
+            command,
+            started.elapsed(),
+            out.as_ref().err().map(|e| e.code),
+        );
+        out
+    }
+
+    /// CNI ADD.
+    #[tracing::instrument(skip_all, fields(container_id = %req.container_id, ifname = %req.ifname, pod = ?req.args.name, ns = ?req.args.namespace))]
+    pub async fn add(&self, req: Request) -> Result<Value, CniError> {
+        require(&req.container_id, "CNI_CONTAINERID")?;
+        require(&req.ifname, "CNI_IFNAME")?;
+        require(&req.netns, "CNI_NETNS")?;
+        let mtu = conf_mtu(&req.config)?.unwrap_or(self.mtu);
+        let key = AttachmentKey::new(&req.container_id, &req.ifname);
+        {
+            let mut entries = self.entries();
+            match entries.get(&key) {
+                Some(Entry::Ready(rec)) => {
+                    tracing::debug!(ip = %rec.addr, "repeated ADD: returning the existing result");
+                    return Ok(rec.result.clone());
+                }
+                Some(Entry::Adding) => {
+                    return Err(CniError::new(
+                        code::TRY_AGAIN_LATER,
+                        format!(
+                            "an ADD for container {} ({}) is already in progress",
+                            key.container_id, key.ifname
+                        ),
+                    ))
+                }
+                None => {
+                    entries.insert(key.clone(), Entry::Adding);
+                }
+            }
+        }
+        let mut rollback = Rollback {
+            service: self,
+            key: &key,
+            armed: true,
+        };
+        let lease = self.allocate(&key).await?;
+        self.pool.nudge();
+        let pod = PodNet {
+            netns: req.netns.clone(),
+            ifname: req.ifname.clone(),
+            host_ifname: naming::host_veth_name(
+                req.args.namespace.as_deref(),
+                req.args.name.as_deref(),
+                &req.container_id,
+            ),
+            addr: lease.addr,
+            mtu,
+            eni_table: eni_table(lease.eni_index),
+        };
+        let dp = self.dataplane.clone();
+        let pod_for_dp = pod.clone();
+        let wired = tokio::task::spawn_blocking(move || dp.add_pod(&pod_for_dp))
+            .await
+            .map_err(|e| CniError::new(code::INTERNAL, format!("dataplane task failed: {e}")))?
+            .map_err(|e| dataplane_error(e, "ADD"))?;
+        let result = add_result(&pod, &wired);
+        let record = PodRecord {
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
+            netns: req.netns.clone(),
+            namespace: req.args.namespace.clone(),
+            name: req.args.name.clone(),
+            addr: lease.addr,
+            eni_index: lease.eni_index,
+            host_ifname: pod.host_ifname.clone(),
+            host_ifindex: wired.host_ifindex,
+            mtu,
+            created_unix: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            result: result.clone(),
+        };
+        tracing::info!(ip = %lease.addr, host_veth = %pod.host_ifname, eni_index = lease.eni_index, "pod added");
+        self.entries().insert(key.clone(), Entry::Ready(record));
+        rollback.armed = false;
+        self.store.changed();
+        Ok(result)
+    }
+
+    async fn allocate(&self, key: &AttachmentKey) -> Result<Lease, CniError> {
+        match self.alloc.allocate(key) {
+            Ok(lease) => return Ok(lease),
+            Err(AllocError::Exhausted { .. }) if self.pool.can_grow() => {
+                tracing::info!("pool empty; waiting for it to grow");
+                self.pool.wait_for_growth(GROWTH_WAIT).await;
+            }
+            Err(AllocError::Exhausted { .. }) => {}
+        }
+        self.alloc.allocate(key).map_err(|_| {
+            let usage = self.alloc.usage();
+            let msg = self.pool.exhausted_message(usage);
+            tracing::warn!(%msg, "ADD refused");
+            if self.pool.can_grow() {
+                CniError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!("the address pool is still growing; {msg}"),
+                )
+            } else {
+                CniError::new(code::POOL_EXHAUSTED, msg)
+            }
+        })
+    }
+
+    /// CNI DEL. Removes the host route (and rules) and frees the address.
+    /// The veth goes away with the pod's namespace, which the runtime
+    /// destroys after DEL; if it is still there after the reap delay we
+    /// delete it then. Deleting it here would make every DEL wait ≈ 20 ms for
+    /// the kernel's RCU grace period under the RTNL lock — the reason the
+    /// reference `ptp` plugin's DEL is slow.
+    #[tracing::instrument(skip_all, fields(container_id = %req.container_id, ifname = %req.ifname))]
+    pub async fn del(&self, req: Request) -> Result<(), CniError> {
+        require(&req.container_id, "CNI_CONTAINERID")?;
+        let ifname = if req.ifname.is_empty() {
+            "eth0"
+        } else {
+            &req.ifname
+        };
+        let key = AttachmentKey::new(&req.container_id, ifname);
+        let record = match self.entries().get(&key) {
+            Some(Entry::Ready(rec)) => rec.clone(),
+            Some(Entry::Adding) => {
+                return Err(CniError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!("an ADD for container {} is in progress", key.container_id),
+                ))
+            }
+            None => {
+                tracing::debug!("DEL for an unknown attachment: nothing to do");
+                return Ok(());
+            }
+        };
+        let dp = self.dataplane.clone();
+        let (addr, table) = (record.addr, eni_table(record.eni_index));
+        tokio::task::spawn_blocking(move || dp.del_pod(addr, table))
+            .await
+            .map_err(|e| CniError::new(code::INTERNAL, format!("dataplane task failed: {e}")))?
+            .map_err(|e| dataplane_error(e, "DEL"))?;
+        let removed = matches!(self.entries().remove(&key), Some(Entry::Ready(_)));
+        if removed {
+            self.alloc.release(&key);
+            self.schedule_reap(record.host_ifindex, record.host_ifname.clone());
+            self.store.changed();
+            tracing::info!(ip = %addr, "pod deleted");
+        }
+        Ok(())
+    }
+
+    fn schedule_reap(&self, index: u32, name: String) {
+        let dp = self.dataplane.clone();
+        let delay = self.reap_delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let n = name.clone();
+            match tokio::task::spawn_blocking(move || dp.reap_link(index, &n)).await {
+                Ok(Ok(true)) => {
+                    tracing::debug!(host_veth = %name, "reaped host veth the runtime left behind")
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(host_veth = %name, error = %e, "could not reap host veth")
+                }
+                Err(e) => tracing::warn!(error = %e, "reap task failed"),
+            }
+        });
+    }
+
+    /// CNI CHECK: the attachment exists and the kernel matches it.
+    pub async fn check(&self, req: Request) -> Result<(), CniError> {
+        require(&req.container_id, "CNI_CONTAINERID")?;
+        require(&req.ifname, "CNI_IFNAME")?;
+        require(&req.netns, "CNI_NETNS")?;
+        let key = AttachmentKey::new(&req.container_id, &req.ifname);
+        let record = match self.entries().get(&key) {
+            Some(Entry::Ready(rec)) => rec.clone(),
+            _ => {
+                return Err(CniError::new(
+                    code::UNKNOWN_CONTAINER,
+                    format!(
+                        "no attachment for container {} ({})",
+                        key.container_id, key.ifname
+                    ),
+                ))
+            }
+        };
+        if let Some(prev) = prev_result_ip(&req.config) {
+            if prev != format!("{}/32", record.addr) {
+                return Err(CniError::new(
+                    code::CHECK_FAILED,
+                    format!("prevResult has {prev} but the pod holds {}/32", record.addr),
+                ));
+            }
+        }
+        let dp = self.dataplane.clone();
+        let mut pod = record.pod_net();
+        pod.netns = req.netns.clone();
+        tokio::task::spawn_blocking(move || dp.check_pod(&pod))
+            .await
+            .map_err(|e| CniError::new(code::INTERNAL, format!("dataplane task failed: {e}")))?
+            .map_err(|e| dataplane_error(e, "CHECK"))
+    }
+
+    /// CNI STATUS: ready when an ADD could get an address now or soon.
+    pub fn status(&self) -> Result<(), CniError> {
+        let usage = self.alloc.usage();
+        if !self.pool.is_ready() {
+            return Err(CniError::new(
+                code::PLUGIN_NOT_AVAILABLE,
+                "ipamd is filling its address pool",
+            ));
+        }
+        if usage.free() == 0 && !self.pool.can_grow() {
+            return Err(CniError::new(
+                code::PLUGIN_NOT_AVAILABLE,
+                self.pool.exhausted_message(usage),
+            ));
+        }
+        Ok(())
+    }
+
+    /// CNI GC: releases every attachment not listed in
+    /// `cni.dev/valid-attachments`.
+    pub async fn gc(&self, req: Request) -> Result<(), CniError> {
+        let valid = valid_attachments(&req.config)?;
+        let stale: Vec<PodRecord> = self
+            .entries()
+            .iter()
+            .filter_map(|(k, e)| match e {
+                Entry::Ready(rec) if !valid.contains(k) => Some(rec.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut failures = Vec::new();
+        for rec in &stale {
+            let dp = self.dataplane.clone();
+            let (addr, table, index, name) = (
+                rec.addr,
+                eni_table(rec.eni_index),
+                rec.host_ifindex,
+                rec.host_ifname.clone(),
+            );
+            let res = tokio::task::spawn_blocking(move || {
+                dp.del_pod(addr, table)?;
+                dp.reap_link(index, &name)
+            })
+            .await;
+            match res {
+                Ok(Ok(_)) => {
+                    let key = AttachmentKey::new(&rec.container_id, &rec.ifname);
+                    self.entries().remove(&key);
+                    self.alloc.release(&key);
+                    tracing::info!(container_id = %rec.container_id, ip = %rec.addr, "GC released stale attachment");
+                }
+                Ok(Err(e)) => failures.push(format!("{}: {e}", rec.container_id)),
+                Err(e) => failures.push(format!("{}: {e}", rec.container_id)),
+            }
+        }
+        if !stale.is_empty() {
+            self.store.changed();
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(CniError::new(
+                code::DATAPLANE,
+                format!("GC could not release {} attachments", failures.len()),
+            )
+            .with_details(failures.join("; ")))
+        }
+    }
+
+    /// Every wired attachment.
+    pub fn records(&self) -> Vec<PodRecord> {
+        let mut out: Vec<PodRecord> = self
+            .entries()
+            .values()
+            .filter_map(|e| match e {
+                Entry::Ready(r) => Some(r.clone()),
+                Entry::Adding => None,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.namespace, &a.name, &a.container_id).cmp(&(&b.namespace, &b.name, &b.container_id))
+        });
+        out
+    }
+
+    /// The pool and pod view for `ipamd status`.
+    pub fn introspect(&self) -> Value {
+        let usage = self.alloc.usage();
+        let node = self.pool.node();
+        let enis: Vec<Value> = self
+            .pool
+            .enis()
+            .iter()
+            .map(|e| {
+                json!({
+                    "id": e.id.0, "deviceIndex": e.device_index, "mac": e.mac.to_string(),
+                    "subnet": e.subnet.cidr.to_string(), "primaryIp": e.primary_ip.to_string(),
+                    "secondaryIps": e.secondary_ips.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "node": { "instanceId": node.instance_id, "instanceType": node.limits.name },
+            "pool": {
+                "total": usage.total, "used": usage.used, "free": usage.free(),
+                "capacity": self.pool.limits().capacity(), "ready": self.pool.is_ready(),
+                "blocked": self.pool.blocked_reason(),
+            },
+            "enis": enis,
+            "pods": self.records(),
+            "metrics": self.metrics.snapshot(),
+        })
+    }
+}
+
+fn require(value: &str, var: &str) -> Result<(), CniError> {
+    if value.is_empty() {
+        Err(CniError::new(
+            code::INVALID_ENV,
+            format!("missing required environment variable {var}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn conf_mtu(config: &Value) -> Result<Option<u32>, CniError> {
+    match config.get("mtu") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(m) if (576..=9001).contains(&m) => Ok(Some(m as u32)),
+            _ => Err(CniError::new(
+                code::INVALID_NETWORK_CONFIG,
+                format!("network config key mtu must be an integer from 576 to 9001, got {v}"),
+            )),
+        },
+    }
+}
+
+fn prev_result_ip(config: &Value) -> Option<String> {
+    config
+        .get("prevResult")?
+        .get("ips")?
+        .get(0)?
+        .get("address")?
+        .as_str()
+        .map(str::to_string)
+}
+
+fn valid_attachments(config: &Value) -> Result<HashSet<AttachmentKey>, CniError> {
+    let list = match config.get("cni.dev/valid-attachments") {
+        None => return Ok(HashSet::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => {
+            return Err(CniError::new(
+                code::INVALID_NETWORK_CONFIG,
+                "cni.dev/valid-attachments must be a list of {containerID, ifname}",
+            ))
+        }
+    };
+    list.iter()
+        .map(|item| {
+            let id = item.get("containerID").and_then(Value::as_str);
+            let ifname = item.get("ifname").and_then(Value::as_str);
+            match (id, ifname) {
+                (Some(id), Some(ifname)) => Ok(AttachmentKey::new(id, ifname)),
+                _ => Err(CniError::new(
+                    code::INVALID_NETWORK_CONFIG,
+                    format!("cni.dev/valid-attachments entry {item} lacks containerID or ifname"),
+                )),
+            }
+        })
+        .collect()
+}
+
+fn dataplane_error(e: DataplaneError, what: &str) -> CniError {
+    match e {
+        DataplaneError::Netns(NetnsError::Gone { path }) => CniError::new(
+            code::INVALID_ENV,
+            format!("{what}: CNI_NETNS {path} does not exist"),
+        ),
+        DataplaneError::Mismatch(m) => CniError::new(code::CHECK_FAILED, m),
+        other => CniError::new(code::DATAPLANE, format!("{what}: {other}")),
+    }
+}
+
+fn add_result(pod: &PodNet, wired: &Wired) -> Value {
+    let result = AddResult {
+        cni_version: CURRENT_VERSION.to_string(),
+        interfaces: vec![
+            Interface {
+                name: pod.host_ifname.clone(),
+                mac: wired.host_mac.to_string(),
+                mtu: Some(pod.mtu),
+                sandbox: None,
+            },
+            Interface {
+                name: pod.ifname.clone(),
+                mac: wired.pod_mac.to_string(),
+                mtu: Some(pod.mtu),
+                sandbox: Some(pod.netns.clone()),
+            },
+        ],
+        ips: vec![IpConfig {
+            address: format!("{}/32", pod.addr),
+            gateway: Some(POD_GATEWAY.to_string()),
+            interface: Some(1),
+        }],
+        routes: vec![Route {
+            dst: "0.0.0.0/0".into(),
+            gw: Some(POD_GATEWAY.to_string()),
+        }],
+        dns: json!({}),
+    };
+    serde_json::to_value(result).expect("result serialises")
+}
+
+/// Pod identity, for logs.
+pub fn pod_label(args: &PodArgs) -> String {
+    match (&args.namespace, &args.name) {
+        (Some(ns), Some(n)) => format!("{ns}/{n}"),
+        (None, Some(n)) => n.clone(),
+        _ => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_attachments_are_parsed() {
+        let conf = json!({"cni.dev/valid-attachments": [{"containerID": "a", "ifname": "eth0"}]});
+        let set = valid_attachments(&conf).unwrap();
+        assert!(set.contains(&AttachmentKey::new("a", "eth0")));
+        let bad = json!({"cni.dev/valid-attachments": [{"containerID": "a"}]});
+        assert_eq!(
+            valid_attachments(&bad).unwrap_err().code,
+            code::INVALID_NETWORK_CONFIG
+        );
+    }
+
+    #[test]
+    fn mtu_from_config_is_validated() {
+        assert_eq!(conf_mtu(&json!({})).unwrap(), None);
+        assert_eq!(conf_mtu(&json!({"mtu": 1500})).unwrap(), Some(1500));
+        assert_eq!(
+            conf_mtu(&json!({"mtu": "big"})).unwrap_err().code,
+            code::INVALID_NETWORK_CONFIG
+        );
+        assert_eq!(
+            conf_mtu(&json!({"mtu": 100})).unwrap_err().code,
+            code::INVALID_NETWORK_CONFIG
+        );
+    }
+
+    #[test]
+    fn result_has_the_spec_shape() {
+        let pod = PodNet {
+            netns: "/var/run/netns/p".into(),
+            ifname: "eth0".into(),
+            host_ifname: "eni0123456789a".into(),
+            addr: Ipv4Addr::new(10, 0, 0, 7),
+            mtu: 9001,
+            eni_table: None,
+        };
+        let wired = Wired {
+            host_ifindex: 5,
+            host_mac: crate::cloud::MacAddr([2, 0, 0, 0, 0, 1]),
+            pod_ifindex: 2,
+            pod_mac: crate::cloud::MacAddr([2, 0, 0, 0, 0, 2]),
+        };
+        let r = add_result(&pod, &wired);
+        assert_eq!(r["cniVersion"], "1.1.0");
+        assert_eq!(r["interfaces"][0]["name"], "eni0123456789a");
+        assert_eq!(r["interfaces"][1]["sandbox"], "/var/run/netns/p");
+        assert_eq!(r["interfaces"][1]["mac"], "02:00:00:00:00:02");
+        assert_eq!(r["ips"][0]["address"], "10.0.0.7/32");
+        assert_eq!(r["ips"][0]["interface"], 1);
+        assert_eq!(r["routes"][0]["gw"], "169.254.1.1");
+    }
+}

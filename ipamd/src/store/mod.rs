@@ -1,0 +1,142 @@
+//! The checkpoint of allocations under the state directory.
+//!
+//! Today it is a snapshot written in the background after changes
+//! (coalesced, write + fsync + rename + directory fsync), so operators and the
+//! next start can see what was allocated; it is kept off the ADD path.
+//! Making ADD wait for durability, and reconciling from the checkpoint on
+//! restart, is the crash-safety work that builds on this.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+/// Format version of the checkpoint file.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// File name inside the state directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory could not be prepared or written.
+    #[error("state directory {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The checkpoint writer.
+pub struct Store {
+    dir: PathBuf,
+    dirty: Notify,
+}
+
+#[derive(Serialize)]
+struct Checkpoint<T: Serialize> {
+    version: u32,
+    allocations: T,
+}
+
+impl Store {
+    /// Prepares the state directory (mode 0700).
+    pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
+        use std::os::unix::fs::PermissionsExt;
+        let io = |source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        let previous = dir.join(CHECKPOINT_FILE);
+        if previous.exists() {
+            tracing::warn!(
+                path = %previous.display(),
+                "found a checkpoint from an earlier run; this version does not restore it and starts with an empty pool view"
+            );
+        }
+        Ok(Arc::new(Self {
+            dir: dir.to_path_buf(),
+            dirty: Notify::new(),
+        }))
+    }
+
+    /// Marks the allocations as changed; the writer picks it up.
+    pub fn changed(&self) {
+        self.dirty.notify_one();
+    }
+
+    /// Writes `snapshot()` whenever something changed, at most every `every`.
+    pub async fn run<T, F>(self: Arc<Self>, every: Duration, snapshot: F)
+    where
+        T: Serialize + Send + 'static,
+        F: Fn() -> T + Send + Sync + 'static,
+    {
+        loop {
+            self.dirty.notified().await;
+            tokio::time::sleep(every).await;
+            let body = Checkpoint {
+                version: CHECKPOINT_VERSION,
+                allocations: snapshot(),
+            };
+            let bytes = match serde_json::to_vec_pretty(&body) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot serialise checkpoint");
+                    continue;
+                }
+            };
+            let dir = self.dir.clone();
+            match tokio::task::spawn_blocking(move || {
+                write_atomically(&dir, CHECKPOINT_FILE, &bytes)
+            })
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot write checkpoint"),
+                Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+            }
+        }
+    }
+}
+
+/// write + fsync + rename + directory fsync: a crash leaves either the old
+/// or the new file, never a torn one.
+pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let io = |source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    fs::rename(&tmp, dir.join(name)).map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_the_file() {
+        let dir = std::env::temp_dir().join(format!("vpc-cni-store-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        write_atomically(&dir, "c.json", b"one").unwrap();
+        write_atomically(&dir, "c.json", b"two").unwrap();
+        assert_eq!(fs::read(dir.join("c.json")).unwrap(), b"two");
+        assert!(!dir.join(".c.json.tmp").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
