@@ -45,6 +45,9 @@ pub struct PoolSettings {
     pub minimum_ip_target: Option<u32>,
     /// `MAX_ENI`: never attach more ENIs than this (capped by the instance type).
     pub max_eni: Option<u32>,
+    /// `IP_COOLDOWN_PERIOD` (seconds, default 30): how long a released
+    /// address rests before it is handed out again (unless nothing else is left).
+    pub cooldown: Duration,
 }
 
 /// The daemon's configuration.
@@ -121,6 +124,7 @@ impl Config {
             warm_ip_target: parse(&env, "WARM_IP_TARGET")?,
             minimum_ip_target: parse(&env, "MINIMUM_IP_TARGET")?,
             max_eni: parse(&env, "MAX_ENI")?,
+            cooldown: Duration::from_secs(parse(&env, "IP_COOLDOWN_PERIOD")?.unwrap_or(30)),
         };
         if pool.max_eni == Some(0) {
             return Err(err("MAX_ENI", "0", "must be at least 1 (the primary ENI)"));
@@ -253,6 +257,7 @@ mod tests {
         assert_eq!(c.cloud, CloudKind::Sim);
         assert_eq!(c.mtu, 9001);
         assert_eq!(c.pool.warm_eni_target, 1);
+        assert_eq!(c.pool.cooldown, Duration::from_secs(30));
         assert_eq!(c.sim.instance_type, "m5.large");
     }
 
@@ -264,6 +269,7 @@ mod tests {
             ("VPC_CNI_CLOUD", "gcp"),
             ("VPC_CNI_SOCKET", "relative.sock"),
             ("MAX_ENI", "0"),
+            ("IP_COOLDOWN_PERIOD", "-1"),
             ("ENABLE_PREFIX_DELEGATION", "yes please"),
             ("VPC_CNI_SIM_SUBNET_CIDR", "192.168.0.0/24"),
             ("VPC_CNI_LOG_LEVEL", "loud"),

@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::alloc::Allocator;
 use crate::cloud::sim::{SimCloud, SimConfig, VethFabric};
 use crate::cloud::Cloud;
 use crate::config::{CloudKind, Config};
@@ -97,16 +96,10 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
             ))
         }
     };
-    let alloc = Arc::new(Allocator::new());
-    let pool = Pool::start(
-        cloud,
-        alloc.clone(),
-        dataplane.clone(),
-        config.pool,
-        config.mtu,
-    )
-    .await
-    .map_err(|e| StartError::Cloud(e.to_string()))?;
+    let pool = Pool::start(cloud, dataplane.clone(), config.pool, config.mtu)
+        .await
+        .map_err(|e| StartError::Cloud(e.to_string()))?;
+    let alloc = pool.alloc().clone();
     pool.fill().await;
     let metrics = Arc::new(Metrics::default());
     let service = Arc::new(PodService::new(

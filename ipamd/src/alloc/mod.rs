@@ -1,15 +1,43 @@
 //! The node's address allocator: which pool address belongs to which
 //! attachment (containerId + ifname).
 //!
-//! Pure logic, no I/O. Free addresses are handed out in the order they were
-//! freed (oldest first), so a released address rests as long as possible
-//! before reuse and stale conntrack entries or endpoints do not reach a new
-//! pod. Operations are O(1) on average. A single mutex guards the table: it
-//! is held for a few hundred nanoseconds and never across an await.
+//! Pure logic, no I/O, and no lock on the hot path:
+//! - Free addresses wait in FIFO rings ([`ring::Ring`], lock-free), ordered
+//!   by the time they were released. Each thread has a home ring (rotating
+//!   assignment), so concurrent callers rarely touch the same cache lines.
+//! - A slot's state (free, held, retired) is one atomic byte; every
+//!   transition is a compare-and-swap, so no address can be held twice even
+//!   if a ring misbehaved.
+//! - **Cooldown**: an address is taken only once it has rested for the
+//!   cooldown (aws-node's `IP_COOLDOWN_PERIOD`, 30 s by default), so stale
+//!   conntrack entries or endpoints never reach a new pod. But cooldown never
+//!   starves an ADD: when only resting addresses are left, the one released
+//!   longest ago is taken and counted ([`Allocator::cooldown_bypassed`]).
+//! - Holders are found by key in a lock-free map (`papaya`), so release by
+//!   containerId is O(1) and a repeated ADD gets the same address back.
+//! - Growing and shrinking the pool (a new ENI, addresses returned to the
+//!   cloud) are rare; they serialise on a mutex of their own and publish a
+//!   new slot table with `arc-swap`. Allocation never takes that mutex and
+//!   never sees a torn table.
 
-use std::collections::{HashMap, VecDeque};
+pub mod ring;
+
+#[doc(hidden)]
+pub mod sync {
+    //! The atomics the ring is written against (loom's in the model test).
+    pub use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+}
+
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use ring::{Entry, Pop, Ring};
 
 /// Who holds an address: one CNI attachment.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,6 +78,17 @@ pub enum AllocError {
     },
 }
 
+/// Why the pool could not grow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrowError {
+    /// The allocator was sized for fewer addresses.
+    #[error("the allocator holds at most {capacity} addresses")]
+    Capacity {
+        /// Its capacity.
+        capacity: usize,
+    },
+}
+
 /// Counts for status and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -66,200 +105,383 @@ impl Usage {
     }
 }
 
-#[derive(Default)]
-struct Table {
-    /// Every pool address and its ENI.
-    eni_of: HashMap<Ipv4Addr, u32>,
-    /// Free addresses, least recently released first.
-    free: VecDeque<Ipv4Addr>,
-    /// Holder → address.
-    held: HashMap<AttachmentKey, Ipv4Addr>,
+/// A slot id: an index into the slot table.
+pub type SlotId = u32;
+
+const FREE: u8 = 0;
+const HELD: u8 = 1;
+/// Returned to the cloud (or never used: the tail of a chunk). Terminal.
+const RETIRED: u8 = 2;
+
+const CHUNK: usize = 64;
+
+/// A slot's address and ENI are written while it is RETIRED (never while a
+/// ring entry or a holder can see it) and published by the Release store of
+/// FREE; readers load them after an Acquire of the state.
+struct Slot {
+    addr: AtomicU32,
+    eni_index: AtomicU32,
+    state: AtomicU8,
 }
 
-/// The allocator.
-#[derive(Default)]
-pub struct Allocator {
-    table: Mutex<Table>,
-}
-
-impl Allocator {
-    /// An empty pool.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table.lock().expect("allocator mutex poisoned")
-    }
-
-    /// Adds addresses of ENI `eni_index` to the pool (new ones go to the back
-    /// of the free queue). Addresses already in the pool are ignored.
-    pub fn grow(&self, eni_index: u32, addrs: &[Ipv4Addr]) {
-        let mut t = self.table();
-        for &addr in addrs {
-            if t.eni_of.insert(addr, eni_index).is_none() {
-                t.free.push_back(addr);
-            }
+impl Slot {
+    fn padding() -> Self {
+        Slot {
+            addr: AtomicU32::new(0),
+            eni_index: AtomicU32::new(0),
+            state: AtomicU8::new(RETIRED),
         }
     }
 
-    /// Removes free addresses from the pool (returned to the cloud). Held
-    /// addresses are never removed; returns the ones actually removed.
+    fn lease(&self) -> Lease {
+        Lease {
+            addr: Ipv4Addr::from(self.addr.load(Ordering::Relaxed)),
+            eni_index: self.eni_index.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Slots are allocated in fixed chunks behind `Arc`s, so a new table shares
+/// the old chunks (and their atomics) and only the chunk list is copied.
+struct Chunk {
+    slots: Vec<Slot>,
+}
+
+#[derive(Default)]
+struct Table {
+    chunks: Vec<Arc<Chunk>>,
+}
+
+impl Table {
+    fn slot(&self, id: SlotId) -> &Slot {
+        &self.chunks[id as usize / CHUNK].slots[id as usize % CHUNK]
+    }
+
+    fn slots(&self) -> impl Iterator<Item = (SlotId, &Slot)> {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.slots.iter())
+            .enumerate()
+            .map(|(i, s)| (i as SlotId, s))
+    }
+}
+
+/// The allocator.
+pub struct Allocator {
+    rings: Box<[Ring]>,
+    table: ArcSwap<Table>,
+    owners: papaya::HashMap<AttachmentKey, SlotId>,
+    /// Serialises grow/shrink, and holds what only they need.
+    admin: Mutex<Admin>,
+    capacity: usize,
+    /// Entries of retired slots still waiting in a ring (dropped when they
+    /// reach a head); they count against ring space until then.
+    lingering: AtomicUsize,
+    cooldown_ms: u64,
+    epoch: Instant,
+    cooldown_bypassed: AtomicU64,
+}
+
+#[derive(Default)]
+struct Admin {
+    /// Address → slot of every address in the pool.
+    index: HashMap<Ipv4Addr, SlotId>,
+    /// Slots never used (chunk padding), ready to take a new address.
+    spare: Vec<SlotId>,
+}
+
+static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static HOME: Cell<usize> = Cell::new(NEXT_HOME.fetch_add(1, Ordering::Relaxed));
+}
+
+impl Allocator {
+    /// An empty pool for at most `capacity` addresses, with `cooldown`.
+    pub fn new(capacity: usize, cooldown: Duration) -> Self {
+        let capacity = capacity.max(1);
+        // One ring per hardware thread (at least 2, at most 16): enough to
+        // spread contention, few enough that the starved path (which looks
+        // at every ring's head) stays cheap.
+        let shards = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 16);
+        // Each ring must be able to hold every entry (releases go to the
+        // releasing thread's ring, whichever that is): the live slots plus
+        // retired ones not yet dropped, hence twice the capacity.
+        let rings = (0..shards).map(|_| Ring::with_capacity(capacity * 2)).collect();
+        Self {
+            rings,
+            table: ArcSwap::from_pointee(Table::default()),
+            owners: papaya::HashMap::new(),
+            admin: Mutex::new(Admin::default()),
+            capacity,
+            lingering: AtomicUsize::new(0),
+            cooldown_ms: cooldown.as_millis() as u64,
+            epoch: Instant::now(),
+            cooldown_bypassed: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        // Offset by the cooldown so fresh slots (released "at 0") are cooled.
+        self.epoch.elapsed().as_millis() as u64 + self.cooldown_ms
+    }
+
+    fn home(&self) -> usize {
+        HOME.with(|h| h.get()) % self.rings.len()
+    }
+
+    /// Adds addresses of ENI `eni_index` to the pool. Addresses already in
+    /// the pool are ignored. Fails, adding nothing, beyond the capacity the
+    /// allocator was made for.
+    pub fn grow(&self, eni_index: u32, addrs: &[Ipv4Addr]) -> Result<(), GrowError> {
+        let mut admin = self.admin.lock().expect("allocator admin mutex poisoned");
+        let mut seen = std::collections::HashSet::new();
+        let fresh: Vec<Ipv4Addr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !admin.index.contains_key(a) && seen.insert(*a))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let live = admin.index.len();
+        let lingering = self.lingering.load(Ordering::Acquire);
+        if live + fresh.len() > self.capacity || live + lingering + fresh.len() > self.rings[0].capacity() {
+            return Err(GrowError::Capacity {
+                capacity: self.capacity,
+            });
+        }
+        if admin.spare.len() < fresh.len() {
+            let old = self.table.load_full();
+            let first = old.chunks.len() * CHUNK;
+            let more = (fresh.len() - admin.spare.len()).div_ceil(CHUNK);
+            let mut chunks = old.chunks.clone();
+            chunks.extend((0..more).map(|_| {
+                Arc::new(Chunk {
+                    slots: (0..CHUNK).map(|_| Slot::padding()).collect(),
+                })
+            }));
+            self.table.store(Arc::new(Table { chunks }));
+            // Lowest ids first, so addresses fill slots in order.
+            admin.spare.extend((first..first + more * CHUNK).rev().map(|i| i as SlotId));
+        }
+        let table = self.table.load();
+        for (i, addr) in fresh.into_iter().enumerate() {
+            let id = admin.spare.pop().expect("spare slots reserved above");
+            let slot = table.slot(id);
+            slot.addr.store(u32::from(addr), Ordering::Relaxed);
+            slot.eni_index.store(eni_index, Ordering::Relaxed);
+            slot.state.store(FREE, Ordering::Release);
+            admin.index.insert(addr, id);
+            // Fresh addresses are cooled: they were never used.
+            self.push(i, Entry { slot: id, released_ms: 0 });
+        }
+        Ok(())
+    }
+
+    fn push(&self, start: usize, entry: Entry) {
+        let n = self.rings.len();
+        let mut entry = entry;
+        for k in 0..n {
+            match self.rings[(start + k) % n].push(entry) {
+                Ok(()) => return,
+                Err(back) => entry = back,
+            }
+        }
+        // Every ring holds at least `capacity` entries and there are never
+        // more free slots than that, so this is a broken invariant.
+        panic!("allocator rings full: more free slots than capacity");
+    }
+
+    /// Removes free addresses from the pool (to return them to the cloud).
+    /// Held addresses are never removed; returns the ones actually removed.
     pub fn shrink(&self, addrs: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
-        let mut t = self.table();
+        let mut admin = self.admin.lock().expect("allocator admin mutex poisoned");
+        let table = self.table.load();
         let mut removed = Vec::new();
         for addr in addrs {
-            if let Some(pos) = t.free.iter().position(|a| a == addr) {
-                t.free.remove(pos);
-                t.eni_of.remove(addr);
+            let Some(&id) = admin.index.get(addr) else { continue };
+            // A retired slot's ring entry is dropped when it reaches a head.
+            if table.slot(id).state.compare_exchange(FREE, RETIRED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                admin.index.remove(addr);
+                self.lingering.fetch_add(1, Ordering::AcqRel);
                 removed.push(*addr);
             }
         }
         removed
     }
 
+    /// Takes a free slot: one that has rested for the cooldown if any, else
+    /// the one released longest ago. Lock-free.
+    pub fn alloc_slot(&self) -> Option<SlotId> {
+        let table = self.table.load();
+        let now = self.now_ms();
+        let cooled = |e: &Entry| now.saturating_sub(e.released_ms) >= self.cooldown_ms;
+        let n = self.rings.len();
+        let home = self.home();
+        for k in 0..n {
+            let ring = &self.rings[(home + k) % n];
+            loop {
+                match ring.pop_if(cooled) {
+                    Pop::Taken(e) => {
+                        if self.claim(&table, e.slot) {
+                            return Some(e.slot);
+                        }
+                    }
+                    Pop::Refused(_) | Pop::Empty => break,
+                }
+            }
+        }
+        // Starved: every free address is still cooling. Take the one that
+        // has rested longest (the oldest ring head) rather than fail.
+        loop {
+            let oldest = (0..n)
+                .filter_map(|i| self.rings[i].peek().map(|e| (i, e)))
+                .min_by_key(|(_, e)| e.released_ms);
+            let (i, target) = oldest?;
+            if let Pop::Taken(e) = self.rings[i].pop_if(|e| *e == target) {
+                if self.claim(&table, e.slot) {
+                    self.cooldown_bypassed.fetch_add(1, Ordering::Relaxed);
+                    return Some(e.slot);
+                }
+            }
+        }
+    }
+
+    /// Gives a held slot back; it rests for the cooldown before reuse.
+    /// Returns false (and changes nothing) if the slot was not held.
+    pub fn free_slot(&self, id: SlotId) -> bool {
+        let table = self.table.load();
+        if (id as usize) >= table.chunks.len() * CHUNK {
+            return false;
+        }
+        if table
+            .slot(id)
+            .state
+            .compare_exchange(HELD, FREE, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.push(
+            self.home(),
+            Entry {
+                slot: id,
+                released_ms: self.now_ms(),
+            },
+        );
+        true
+    }
+
+    /// The address and ENI of a slot.
+    pub fn slot_lease(&self, id: SlotId) -> Lease {
+        self.table.load().slot(id).lease()
+    }
+
     /// Gives `key` an address, or the one it already holds.
     pub fn allocate(&self, key: &AttachmentKey) -> Result<Lease, AllocError> {
-        let mut t = self.table();
-        if let Some(&addr) = t.held.get(key) {
-            return Ok(Lease {
-                addr,
-                eni_index: t.eni_of[&addr],
-            });
+        let owners = self.owners.pin();
+        if let Some(&id) = owners.get(key) {
+            return Ok(self.slot_lease(id));
         }
-        let Some(addr) = t.free.pop_front() else {
+        let Some(id) = self.alloc_slot() else {
             return Err(AllocError::Exhausted {
-                total: t.eni_of.len(),
+                total: self.usage().total,
             });
         };
-        t.held.insert(key.clone(), addr);
-        Ok(Lease {
-            addr,
-            eni_index: t.eni_of[&addr],
-        })
+        match owners.try_insert(key.clone(), id) {
+            Ok(_) => Ok(self.slot_lease(id)),
+            Err(existing) => {
+                // A concurrent allocate for the same key won; ours goes back.
+                let theirs = *existing.current;
+                self.free_slot(id);
+                Ok(self.slot_lease(theirs))
+            }
+        }
     }
 
     /// Takes `key`'s address back; `None` if it held none.
     pub fn release(&self, key: &AttachmentKey) -> Option<Lease> {
-        let mut t = self.table();
-        let addr = t.held.remove(key)?;
-        let eni_index = *t.eni_of.get(&addr)?;
-        t.free.push_back(addr);
-        Some(Lease { addr, eni_index })
+        let id = *self.owners.pin().remove(key)?;
+        let lease = self.slot_lease(id);
+        self.free_slot(id);
+        Some(lease)
     }
 
     /// The address `key` holds.
     pub fn lookup(&self, key: &AttachmentKey) -> Option<Lease> {
-        let t = self.table();
-        let addr = *t.held.get(key)?;
-        Some(Lease {
-            addr,
-            eni_index: t.eni_of[&addr],
-        })
+        self.owners.pin().get(key).map(|&id| self.slot_lease(id))
     }
 
     /// Every holder, sorted by key.
     pub fn holders(&self) -> Vec<(AttachmentKey, Lease)> {
-        let t = self.table();
-        let mut out: Vec<_> = t
-            .held
+        let mut out: Vec<_> = self
+            .owners
+            .pin()
             .iter()
-            .map(|(k, a)| {
-                (
-                    k.clone(),
-                    Lease {
-                        addr: *a,
-                        eni_index: t.eni_of[a],
-                    },
-                )
-            })
+            .map(|(k, &id)| (k.clone(), self.slot_lease(id)))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
-    /// Pool size and use.
+    /// Pool size and use (a scan: for status, not the hot path).
     pub fn usage(&self) -> Usage {
-        let t = self.table();
-        Usage {
-            total: t.eni_of.len(),
-            used: t.held.len(),
+        let table = self.table.load();
+        let mut u = Usage::default();
+        for (_, s) in table.slots() {
+            match s.state.load(Ordering::Acquire) {
+                FREE => u.total += 1,
+                HELD => {
+                    u.total += 1;
+                    u.used += 1
+                }
+                _ => {}
+            }
         }
+        u
     }
 
     /// Free addresses per ENI device index.
     pub fn free_by_eni(&self) -> HashMap<u32, Vec<Ipv4Addr>> {
-        let t = self.table();
+        let table = self.table.load();
         let mut out: HashMap<u32, Vec<Ipv4Addr>> = HashMap::new();
-        for a in &t.free {
-            out.entry(t.eni_of[a]).or_default().push(*a);
+        for (_, s) in table.slots() {
+            if s.state.load(Ordering::Acquire) == FREE {
+                let l = s.lease();
+                out.entry(l.eni_index).or_default().push(l.addr);
+            }
         }
         out
     }
+
+    /// How often cooldown was cut short because only resting addresses were left.
+    pub fn cooldown_bypassed(&self) -> u64 {
+        self.cooldown_bypassed.load(Ordering::Relaxed)
+    }
+
+    /// FREE → HELD. Fails for a slot retired while its entry waited in a
+    /// ring; that entry is dropped here.
+    fn claim(&self, table: &Table, id: SlotId) -> bool {
+        let ok = table
+            .slot(id)
+            .state
+            .compare_exchange(FREE, HELD, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !ok {
+            self.lingering.fetch_sub(1, Ordering::AcqRel);
+        }
+        ok
+    }
+
+    /// The configured cooldown.
+    pub fn cooldown(&self) -> Duration {
+        Duration::from_millis(self.cooldown_ms)
+    }
 }
+
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ip(last: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 0, 0, last)
-    }
-
-    #[test]
-    fn same_key_same_address() {
-        let a = Allocator::new();
-        a.grow(0, &[ip(10), ip(11)]);
-        let k = AttachmentKey::new("c1", "eth0");
-        let first = a.allocate(&k).unwrap();
-        assert_eq!(a.allocate(&k).unwrap(), first);
-        assert_eq!(a.usage(), Usage { total: 2, used: 1 });
-    }
-
-    #[test]
-    fn exhaustion_then_release() {
-        let a = Allocator::new();
-        a.grow(1, &[ip(10)]);
-        let k1 = AttachmentKey::new("c1", "eth0");
-        let k2 = AttachmentKey::new("c2", "eth0");
-        let l1 = a.allocate(&k1).unwrap();
-        assert_eq!(l1.eni_index, 1);
-        assert_eq!(a.allocate(&k2), Err(AllocError::Exhausted { total: 1 }));
-        assert_eq!(a.release(&k1), Some(l1));
-        assert_eq!(a.release(&k1), None);
-        assert_eq!(a.allocate(&k2).unwrap().addr, ip(10));
-    }
-
-    #[test]
-    fn released_addresses_rest_longest() {
-        let a = Allocator::new();
-        a.grow(0, &[ip(10), ip(11), ip(12)]);
-        let k = |n: &str| AttachmentKey::new(n, "eth0");
-        assert_eq!(a.allocate(&k("a")).unwrap().addr, ip(10));
-        a.release(&k("a"));
-        // .10 was just released: .11 and .12 are handed out first.
-        assert_eq!(a.allocate(&k("b")).unwrap().addr, ip(11));
-        assert_eq!(a.allocate(&k("c")).unwrap().addr, ip(12));
-        assert_eq!(a.allocate(&k("d")).unwrap().addr, ip(10));
-    }
-
-    #[test]
-    fn shrink_never_takes_held_addresses() {
-        let a = Allocator::new();
-        a.grow(0, &[ip(10), ip(11)]);
-        let held = a.allocate(&AttachmentKey::new("c", "eth0")).unwrap().addr;
-        let removed = a.shrink(&[ip(10), ip(11)]);
-        assert_eq!(removed.len(), 1);
-        assert!(!removed.contains(&held));
-        assert_eq!(a.usage(), Usage { total: 1, used: 1 });
-    }
-
-    #[test]
-    fn grow_ignores_duplicates() {
-        let a = Allocator::new();
-        a.grow(0, &[ip(10)]);
-        a.grow(0, &[ip(10), ip(11)]);
-        assert_eq!(a.usage().total, 2);
-        assert_eq!(a.free_by_eni()[&0].len(), 2);
-    }
-}
+mod tests;

@@ -141,13 +141,13 @@ impl Pool {
     /// their addresses into the allocator. Does not grow the pool yet.
     pub async fn start(
         cloud: Arc<dyn Cloud>,
-        alloc: Arc<Allocator>,
         dataplane: Arc<NetlinkDataplane>,
         settings: PoolSettings,
         mtu: u32,
     ) -> Result<Arc<Self>, CloudError> {
         let node = cloud.node().await?;
         let limits = Limits::new(&node.limits, &settings);
+        let alloc = Arc::new(Allocator::new(limits.capacity() as usize, settings.cooldown));
         let pool = Arc::new(Self {
             cloud: cloud.clone(),
             alloc,
@@ -185,7 +185,7 @@ impl Pool {
             let name = res.map_err(|e| link_error(&eni, e.to_string()))?;
             tracing::info!(eni = %eni.id, link = %name, table, "secondary ENI link set up");
         }
-        self.alloc.grow(eni.device_index, &eni.secondary_ips);
+        self.grow_alloc(eni.device_index, &eni.secondary_ips);
         self.enis
             .lock()
             .expect("pool mutex poisoned")
@@ -323,8 +323,21 @@ impl Pool {
         {
             eni.secondary_ips.extend_from_slice(&ips);
         }
-        self.alloc.grow(device_index, &ips);
+        self.grow_alloc(device_index, &ips);
         Ok(())
+    }
+
+    fn grow_alloc(&self, device_index: u32, ips: &[Ipv4Addr]) {
+        // The allocator is sized for the node's limits, which the pool never
+        // exceeds; if it ever did, the extra addresses simply stay unused.
+        if let Err(e) = self.alloc.grow(device_index, ips) {
+            tracing::error!(error = %e, device_index, "addresses not added to the allocator");
+        }
+    }
+
+    /// The allocator the pool fills.
+    pub fn alloc(&self) -> &Arc<Allocator> {
+        &self.alloc
     }
 
     /// The controller loop: fill now, then whenever nudged, and every
@@ -357,6 +370,7 @@ mod tests {
             warm_ip_target: None,
             minimum_ip_target: None,
             max_eni: None,
+            cooldown: Duration::from_secs(30),
         }
     }
 
