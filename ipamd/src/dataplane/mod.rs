@@ -222,12 +222,15 @@ impl NetlinkDataplane {
                 Create::Replace,
                 format!("add host route {}/32", pod.addr),
             )];
+            // Every pod gets "to pod → main", as in aws-node: replies from a
+            // pod on a secondary ENI would otherwise follow that pod's "from"
+            // rule out of its ENI instead of reaching a pod on this node.
+            host.push(Req::new(
+                msg::rule(true, pod.addr, false, msg::MAIN_TABLE, TO_POD_RULE_PRIORITY),
+                Create::Replace,
+                "add rule to pod",
+            ));
             if let Some(table) = pod.eni_table {
-                host.push(Req::new(
-                    msg::rule(true, pod.addr, false, msg::MAIN_TABLE, TO_POD_RULE_PRIORITY),
-                    Create::Replace,
-                    "add rule to pod",
-                ));
                 host.push(Req::new(
                     msg::rule(true, pod.addr, true, table, FROM_POD_RULE_PRIORITY),
                     Create::Replace,
@@ -261,15 +264,15 @@ impl NetlinkDataplane {
             format!("delete host route {addr}/32"),
         )
         .tolerate(GONE)];
+        reqs.push(
+            Req::new(
+                msg::rule(false, addr, false, msg::MAIN_TABLE, TO_POD_RULE_PRIORITY),
+                Create::No,
+                "delete rule to pod",
+            )
+            .tolerate(GONE),
+        );
         if let Some(table) = eni_table {
-            reqs.push(
-                Req::new(
-                    msg::rule(false, addr, false, msg::MAIN_TABLE, TO_POD_RULE_PRIORITY),
-                    Create::No,
-                    "delete rule to pod",
-                )
-                .tolerate(GONE),
-            );
             reqs.push(
                 Req::new(
                     msg::rule(false, addr, true, table, FROM_POD_RULE_PRIORITY),

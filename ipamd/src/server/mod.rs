@@ -100,6 +100,9 @@ async fn serve_one(mut stream: UnixStream, service: ServiceSlot) -> io::Result<(
             Err(e) => Response::Error(e),
         },
         Ok(cred) => {
+            // Read (and drop) the request first: closing a socket with unread
+            // data resets it, and the client would never see why.
+            let _ = read_request(&mut stream).await;
             tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "refused a client that is not root");
             Response::Error(CniError::new(
                 code::INTERNAL,
