@@ -1,0 +1,429 @@
+//! Text rendering: aligned tables and the operator view of the INTROSPECT
+//! answer (`ipamd status` without `--json`, and the demo's pool step).
+//!
+//! The view is read field by field with fallbacks rather than deserialised
+//! into a struct, so a daemon of another version (a field more or less)
+//! still renders instead of failing the whole command.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+/// Shown where the view has no value.
+const NONE: &str = "-";
+
+/// A table whose columns are padded to their widest cell.
+pub struct Table {
+    indent: usize,
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column titles, each line indented by `indent` spaces.
+    pub fn new(indent: usize, header: &[&str]) -> Self {
+        Table {
+            indent,
+            header: header.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Appends a row (missing cells render empty, extra cells are kept).
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table, one line per row, header first, no trailing spaces.
+    pub fn render(&self) -> String {
+        let columns = std::iter::once(&self.header)
+            .chain(&self.rows)
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0);
+        let mut widths = vec![0; columns];
+        for line in std::iter::once(&self.header).chain(&self.rows) {
+            for (i, cell) in line.iter().enumerate() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for line in std::iter::once(&self.header).chain(&self.rows) {
+            let mut text = " ".repeat(self.indent);
+            for (i, width) in widths.iter().enumerate() {
+                let cell = line.get(i).map_or("", String::as_str);
+                let pad = width - cell.chars().count();
+                text.push_str(cell);
+                text.push_str(&" ".repeat(pad + 2));
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Formats a duration as milliseconds with one decimal, e.g. `2.3 ms`.
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Renders the INTROSPECT view as text for `ipamd status`.
+///
+/// ```
+/// let view = serde_json::json!({
+///     "node": {"instanceId": "i-0123", "instanceType": "m5.large"},
+///     "pool": {"total": 9, "used": 0, "free": 9, "capacity": 27, "ready": true, "blocked": null},
+///     "enis": [], "pods": [], "metrics": {},
+/// });
+/// let text = ipamd::demo::render_status(&view);
+/// assert!(text.contains("m5.large"));
+/// ```
+pub fn render_status(view: &Value) -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    render_status_at(view, now)
+}
+
+/// [`render_status`] with the clock given (pod ages are relative to `now`).
+fn render_status_at(view: &Value, now_unix: u64) -> String {
+    let mut out = String::new();
+    out.push_str(&node_line(&view["node"]));
+    out.push_str(&pool_lines(&view["pool"]));
+    out.push_str(&eni_lines(view));
+    out.push_str(&pod_lines(view, now_unix));
+    out.push_str(&metric_line(&view["metrics"]));
+    out
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or(NONE)
+}
+
+fn number(v: &Value) -> String {
+    v.as_u64()
+        .map_or_else(|| NONE.to_string(), |n| n.to_string())
+}
+
+fn list(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[], Vec::as_slice)
+}
+
+fn node_line(node: &Value) -> String {
+    format!(
+        "node   {} ({})\n",
+        text(&node["instanceId"]),
+        text(&node["instanceType"])
+    )
+}
+
+fn pool_lines(pool: &Value) -> String {
+    let state = match pool["ready"].as_bool() {
+        Some(true) => "ready",
+        Some(false) => "filling",
+        None => "state unknown",
+    };
+    let mut out = format!(
+        "pool   {} used, {} free, {} warm of {} max  ({state})\n",
+        number(&pool["used"]),
+        number(&pool["free"]),
+        number(&pool["total"]),
+        number(&pool["capacity"]),
+    );
+    if let Some(reason) = pool["blocked"].as_str() {
+        let _ = writeln!(out, "       blocked: {reason}");
+    }
+    out
+}
+
+/// Device index → ENI id, to name the ENI of each pod.
+fn eni_ids(view: &Value) -> HashMap<u64, &str> {
+    list(&view["enis"])
+        .iter()
+        .filter_map(|e| Some((e["deviceIndex"].as_u64()?, e["id"].as_str()?)))
+        .collect()
+}
+
+fn eni_lines(view: &Value) -> String {
+    let enis = list(&view["enis"]);
+    let pods = list(&view["pods"]);
+    let mut out = format!("enis   {} attached\n", enis.len());
+    let mut table = Table::new(7, &["#", "ENI", "PRIMARY IP", "SUBNET", "MAC", "ADDRESSES"]);
+    for eni in enis {
+        let index = eni["deviceIndex"].as_u64();
+        let secondary = list(&eni["secondaryIps"]).len();
+        let used = pods
+            .iter()
+            .filter(|p| index.is_some() && p["eniIndex"].as_u64() == index)
+            .count();
+        table.row(vec![
+            index.map_or_else(|| NONE.to_string(), |i| i.to_string()),
+            text(&eni["id"]).to_string(),
+            text(&eni["primaryIp"]).to_string(),
+            text(&eni["subnet"]).to_string(),
+            text(&eni["mac"]).to_string(),
+            format!("{used}/{secondary} in use"),
+        ]);
+    }
+    if !enis.is_empty() {
+        out.push_str(&table.render());
+    }
+    out
+}
+
+fn pod_lines(view: &Value, now_unix: u64) -> String {
+    let pods = list(&view["pods"]);
+    let enis = eni_ids(view);
+    let mut out = format!("pods   {}\n", pods.len());
+    let mut table = Table::new(7, &["POD", "IP", "ENI", "HOST VETH", "CONTAINER", "AGE"]);
+    for pod in pods {
+        let eni = pod["eniIndex"]
+            .as_u64()
+            .map_or(NONE, |i| enis.get(&i).copied().unwrap_or(NONE));
+        let age = pod["createdUnix"]
+            .as_u64()
+            .map_or_else(|| NONE.to_string(), |t| age(now_unix.saturating_sub(t)));
+        table.row(vec![
+            pod_label(pod),
+            text(&pod["addr"]).to_string(),
+            eni.to_string(),
+            text(&pod["hostIfname"]).to_string(),
+            text(&pod["containerId"]).chars().take(12).collect(),
+            age,
+        ]);
+    }
+    if !pods.is_empty() {
+        out.push_str(&table.render());
+    }
+    out
+}
+
+/// `namespace/name`, or whatever part of the identity the runtime sent.
+fn pod_label(pod: &Value) -> String {
+    match (pod["namespace"].as_str(), pod["name"].as_str()) {
+        (Some(ns), Some(name)) => format!("{ns}/{name}"),
+        (None, Some(name)) => name.to_string(),
+        _ => format!(
+            "container {}",
+            text(&pod["containerId"])
+                .chars()
+                .take(12)
+                .collect::<String>()
+        ),
+    }
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+fn metric_line(metrics: &Value) -> String {
+    let Some(per) = metrics.as_object().filter(|m| !m.is_empty()) else {
+        return String::new();
+    };
+    let parts: Vec<String> = per
+        .iter()
+        .map(|(command, m)| {
+            let mean = m["meanUs"]
+                .as_u64()
+                .map_or_else(|| NONE.to_string(), |us| ms(Duration::from_micros(us)));
+            let errors = m["errors"].as_u64().unwrap_or(0);
+            let errors = if errors == 0 {
+                String::new()
+            } else {
+                format!(", {errors} failed")
+            };
+            format!("{command} {} (mean {mean}{errors})", number(&m["calls"]))
+        })
+        .collect();
+    format!("calls  {}\n", parts.join(", "))
+}
+
+/// The primary ENI's primary address: the node's own IP.
+pub fn primary_ip(view: &Value) -> Option<Ipv4Addr> {
+    view["enis"]
+        .as_array()?
+        .iter()
+        .find(|e| e["deviceIndex"].as_u64() == Some(0))?["primaryIp"]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+/// One line about the fresh node: instance, node IP, warm pool.
+pub fn node_summary(view: &Value) -> String {
+    format!(
+        "{} ({}), node IP {}, {} ENI(s), {} addresses warm, room for {}",
+        view["node"]["instanceId"].as_str().unwrap_or("?"),
+        view["node"]["instanceType"].as_str().unwrap_or("?"),
+        primary_ip(view).map_or_else(|| "?".to_string(), |ip| ip.to_string()),
+        view["enis"].as_array().map_or(0, Vec::len),
+        view["pool"]["free"],
+        view["pool"]["capacity"],
+    )
+}
+
+/// The id of the ENI holding the address of `container_id`.
+pub fn eni_of<'v>(view: &'v Value, container_id: &str) -> Option<&'v str> {
+    let index = view["pods"]
+        .as_array()?
+        .iter()
+        .find(|p| p["containerId"].as_str() == Some(container_id))?["eniIndex"]
+        .as_u64()?;
+    view["enis"]
+        .as_array()?
+        .iter()
+        .find(|e| e["deviceIndex"].as_u64() == Some(index))?["id"]
+        .as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: u64 = 1_700_000_100;
+
+    fn view() -> Value {
+        json!({
+            "node": {"instanceId": "i-0abc", "instanceType": "m5.large"},
+            "pool": {"total": 18, "used": 2, "free": 16, "capacity": 27, "ready": true, "blocked": null},
+            "enis": [
+                {"id": "eni-0001", "deviceIndex": 0, "mac": "02:d4:00:00:00:01", "subnet": "10.0.0.0/20",
+                 "primaryIp": "10.0.0.4", "secondaryIps": ["10.0.0.5", "10.0.0.6", "10.0.0.7"]},
+                {"id": "eni-0002", "deviceIndex": 1, "mac": "02:d4:00:00:00:02", "subnet": "10.0.0.0/20",
+                 "primaryIp": "10.0.0.14", "secondaryIps": ["10.0.0.15"]},
+            ],
+            "pods": [
+                {"containerId": "0123456789abcdef0123", "ifname": "eth0", "netns": "/var/run/netns/a",
+                 "namespace": "billing", "name": "api-0", "addr": "10.0.0.5", "eniIndex": 0,
+                 "hostIfname": "eni0b8fc250807", "hostIfindex": 4, "mtu": 9001, "createdUnix": NOW - 5},
+                {"containerId": "fedcba9876543210", "ifname": "eth0", "netns": "/var/run/netns/b",
+                 "namespace": null, "name": "web", "addr": "10.0.0.15", "eniIndex": 1,
+                 "hostIfname": "eni1111111111a", "hostIfindex": 5, "mtu": 9001, "createdUnix": NOW - 7200},
+            ],
+            "metrics": {"ADD": {"calls": 2, "errors": 1, "meanUs": 1940}},
+        })
+    }
+
+    #[test]
+    fn shows_node_and_pool_numbers() {
+        let text = render_status_at(&view(), NOW);
+        assert!(text.starts_with("node   i-0abc (m5.large)\n"), "{text}");
+        assert!(
+            text.contains("pool   2 used, 16 free, 18 warm of 27 max  (ready)"),
+            "{text}"
+        );
+        assert!(!text.contains("blocked"), "{text}");
+    }
+
+    #[test]
+    fn one_line_per_eni_with_address_counts() {
+        let text = render_status_at(&view(), NOW);
+        assert!(text.contains("enis   2 attached"), "{text}");
+        let eni0 = text.lines().find(|l| l.contains("eni-0001")).unwrap();
+        assert!(
+            eni0.contains("10.0.0.4") && eni0.ends_with("1/3 in use"),
+            "{eni0}"
+        );
+        let eni1 = text.lines().find(|l| l.contains("eni-0002 ")).unwrap();
+        assert!(eni1.ends_with("1/1 in use"), "{eni1}");
+    }
+
+    #[test]
+    fn pod_table_names_the_eni_by_index_and_is_aligned() {
+        let text = render_status_at(&view(), NOW);
+        let header = text.lines().find(|l| l.contains("HOST VETH")).unwrap();
+        let api = text.lines().find(|l| l.contains("billing/api-0")).unwrap();
+        let web = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("web"))
+            .unwrap();
+        assert!(
+            api.contains("eni-0001") && api.contains("0123456789ab "),
+            "{api}"
+        );
+        assert!(
+            !api.contains("0123456789abc"),
+            "container id is shortened: {api}"
+        );
+        assert!(web.contains("eni-0002") && web.ends_with("2h"), "{web}");
+        assert!(api.ends_with("5s"), "{api}");
+        for (column, cell) in [
+            ("IP", "10.0.0.5"),
+            ("ENI", "eni-0001"),
+            ("HOST VETH", "eni0b8"),
+        ] {
+            assert_eq!(
+                header.find(column),
+                api.find(cell),
+                "{column}:\n{header}\n{api}"
+            );
+        }
+    }
+
+    #[test]
+    fn metrics_and_blocked_reason() {
+        let mut v = view();
+        v["pool"]["blocked"] = json!("subnet 10.0.0.0/20 has no free addresses");
+        v["pool"]["ready"] = json!(false);
+        let text = render_status_at(&v, NOW);
+        assert!(text.contains("(filling)"), "{text}");
+        assert!(
+            text.contains("blocked: subnet 10.0.0.0/20 has no free addresses"),
+            "{text}"
+        );
+        assert!(
+            text.contains("calls  ADD 2 (mean 1.9 ms, 1 failed)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn empty_or_foreign_view_still_renders() {
+        let text = render_status_at(&json!({}), NOW);
+        assert!(text.contains("node   - (-)"), "{text}");
+        assert!(text.contains("enis   0 attached"), "{text}");
+        assert!(text.contains("pods   0"), "{text}");
+        assert!(!text.contains("POD"), "no empty table header: {text}");
+    }
+
+    #[test]
+    fn table_pads_to_widest_cell_without_trailing_spaces() {
+        let mut t = Table::new(2, &["A", "BB"]);
+        t.row(vec!["long cell".into(), "x".into()]);
+        t.row(vec!["é".into()]);
+        assert_eq!(t.render(), "  A          BB\n  long cell  x\n  é\n");
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(age(0), "0s");
+        assert_eq!(age(59), "59s");
+        assert_eq!(age(61), "1m");
+        assert_eq!(age(7200), "2h");
+        assert_eq!(age(200_000), "2d");
+    }
+
+    #[test]
+    fn eni_and_node_ip_come_from_the_view() {
+        let view = json!({
+            "enis": [{"id": "eni-a", "deviceIndex": 0, "primaryIp": "10.0.0.4"},
+                     {"id": "eni-b", "deviceIndex": 1, "primaryIp": "10.0.0.14"}],
+            "pods": [{"containerId": "c1", "eniIndex": 1}],
+        });
+        assert_eq!(eni_of(&view, "c1"), Some("eni-b"));
+        assert_eq!(eni_of(&view, "c2"), None);
+        assert_eq!(primary_ip(&view), Some(Ipv4Addr::new(10, 0, 0, 4)));
+        assert_eq!(primary_ip(&json!({})), None);
+    }
+}
