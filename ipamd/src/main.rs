@@ -47,9 +47,12 @@ fn serve() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: a DaemonSet's log is a file.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     for var in Config::ignored(std::env::vars()) {
         tracing::warn!(%var, "setting is accepted but not implemented in this version; ignored");

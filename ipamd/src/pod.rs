@@ -461,6 +461,8 @@ impl PodService {
             "pool": {
                 "total": usage.total, "used": usage.used, "free": usage.free(),
                 "capacity": self.pool.limits().capacity(), "ready": self.pool.is_ready(),
+                "cooldownSeconds": self.alloc.cooldown().as_secs(),
+                "cooldownBypassed": self.alloc.cooldown_bypassed(),
                 "blocked": self.pool.blocked_reason(),
             },
             "enis": enis,

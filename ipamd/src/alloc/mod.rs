@@ -16,26 +16,29 @@
 //! - Holders are found by key in a lock-free map (`papaya`), so release by
 //!   containerId is O(1) and a repeated ADD gets the same address back.
 //! - Growing and shrinking the pool (a new ENI, addresses returned to the
-//!   cloud) are rare; they serialise on a mutex of their own and publish a
-//!   new slot table with `arc-swap`. Allocation never takes that mutex and
-//!   never sees a torn table.
+//!   cloud) are rare; they serialise on a mutex of their own. The slot array
+//!   is sized once for the node's limits, so allocation never takes that
+//!   mutex, never follows a pointer that can change, and never sees a torn
+//!   slot: a slot's address is written before its state is published.
 
 pub mod ring;
 
 #[doc(hidden)]
 pub mod sync {
     //! The atomics the ring is written against (loom's in the model test).
+    pub use std::hint::spin_loop;
     pub use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    pub use std::thread::yield_now;
+    /// Busy-waits before yielding the CPU to a preempted peer.
+    pub const SPIN_LIMIT: u32 = 64;
 }
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use arc_swap::ArcSwap;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use ring::{Entry, Pop, Ring};
 
@@ -113,8 +116,6 @@ const HELD: u8 = 1;
 /// Returned to the cloud (or never used: the tail of a chunk). Terminal.
 const RETIRED: u8 = 2;
 
-const CHUNK: usize = 64;
-
 /// A slot's address and ENI are written while it is RETIRED (never while a
 /// ring entry or a holder can see it) and published by the Release store of
 /// FREE; readers load them after an Acquire of the state.
@@ -125,7 +126,7 @@ struct Slot {
 }
 
 impl Slot {
-    fn padding() -> Self {
+    fn unused() -> Self {
         Slot {
             addr: AtomicU32::new(0),
             eni_index: AtomicU32::new(0),
@@ -141,36 +142,17 @@ impl Slot {
     }
 }
 
-/// Slots are allocated in fixed chunks behind `Arc`s, so a new table shares
-/// the old chunks (and their atomics) and only the chunk list is copied.
-struct Chunk {
-    slots: Vec<Slot>,
-}
-
-#[derive(Default)]
-struct Table {
-    chunks: Vec<Arc<Chunk>>,
-}
-
-impl Table {
-    fn slot(&self, id: SlotId) -> &Slot {
-        &self.chunks[id as usize / CHUNK].slots[id as usize % CHUNK]
-    }
-
-    fn slots(&self) -> impl Iterator<Item = (SlotId, &Slot)> {
-        self.chunks
-            .iter()
-            .flat_map(|c| c.slots.iter())
-            .enumerate()
-            .map(|(i, s)| (i as SlotId, s))
-    }
-}
-
 /// The allocator.
 pub struct Allocator {
     rings: Box<[Ring]>,
-    table: ArcSwap<Table>,
-    owners: papaya::HashMap<AttachmentKey, SlotId>,
+    /// Every slot id the allocator can ever use: live addresses plus retired
+    /// ones whose ring entry has not been dropped yet.
+    slots: Box<[Slot]>,
+    /// Ids of retired slots whose ring entry is gone: reusable by `grow`.
+    recycled: Ring,
+    /// foldhash: keys are container ids chosen by the runtime, hashed on
+    /// every ADD and DEL; SipHash costs more than the rest of the path.
+    owners: papaya::HashMap<AttachmentKey, SlotId, foldhash::fast::RandomState>,
     /// Serialises grow/shrink, and holds what only they need.
     admin: Mutex<Admin>,
     capacity: usize,
@@ -178,7 +160,6 @@ pub struct Allocator {
     /// reach a head); they count against ring space until then.
     lingering: AtomicUsize,
     cooldown_ms: u64,
-    epoch: Instant,
     cooldown_bypassed: AtomicU64,
 }
 
@@ -186,7 +167,7 @@ pub struct Allocator {
 struct Admin {
     /// Address → slot of every address in the pool.
     index: HashMap<Ipv4Addr, SlotId>,
-    /// Slots never used (chunk padding), ready to take a new address.
+    /// Slots not in use, ready to take a new address (lowest id last).
     spare: Vec<SlotId>,
 }
 
@@ -209,23 +190,34 @@ impl Allocator {
         // Each ring must be able to hold every entry (releases go to the
         // releasing thread's ring, whichever that is): the live slots plus
         // retired ones not yet dropped, hence twice the capacity.
-        let rings = (0..shards).map(|_| Ring::with_capacity(capacity * 2)).collect();
+        let rings: Box<[Ring]> = (0..shards)
+            .map(|_| Ring::with_capacity(capacity * 2))
+            .collect();
+        let ids = rings[0].capacity();
         Self {
+            slots: (0..ids).map(|_| Slot::unused()).collect(),
+            recycled: Ring::with_capacity(ids),
             rings,
-            table: ArcSwap::from_pointee(Table::default()),
-            owners: papaya::HashMap::new(),
-            admin: Mutex::new(Admin::default()),
+            owners: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            admin: Mutex::new(Admin {
+                index: HashMap::new(),
+                spare: (0..ids as SlotId).rev().collect(),
+            }),
             capacity,
             lingering: AtomicUsize::new(0),
             cooldown_ms: cooldown.as_millis() as u64,
-            epoch: Instant::now(),
             cooldown_bypassed: AtomicU64::new(0),
         }
     }
 
+    /// A monotonic clock in ms, offset by the cooldown so that fresh slots
+    /// (released "at 0") count as rested. The coarse clock (a few ms of
+    /// resolution, a fraction of the cost of a precise read) is plenty for a
+    /// cooldown measured in seconds.
     fn now_ms(&self) -> u64 {
-        // Offset by the cooldown so fresh slots (released "at 0") are cooled.
-        self.epoch.elapsed().as_millis() as u64 + self.cooldown_ms
+        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+            .expect("CLOCK_MONOTONIC_COARSE is always available on Linux");
+        ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000 + self.cooldown_ms
     }
 
     fn home(&self) -> usize {
@@ -248,35 +240,34 @@ impl Allocator {
         }
         let live = admin.index.len();
         let lingering = self.lingering.load(Ordering::Acquire);
-        if live + fresh.len() > self.capacity || live + lingering + fresh.len() > self.rings[0].capacity() {
+        if live + fresh.len() > self.capacity
+            || live + lingering + fresh.len() > self.rings[0].capacity()
+        {
             return Err(GrowError::Capacity {
                 capacity: self.capacity,
             });
         }
-        if admin.spare.len() < fresh.len() {
-            let old = self.table.load_full();
-            let first = old.chunks.len() * CHUNK;
-            let more = (fresh.len() - admin.spare.len()).div_ceil(CHUNK);
-            let mut chunks = old.chunks.clone();
-            chunks.extend((0..more).map(|_| {
-                Arc::new(Chunk {
-                    slots: (0..CHUNK).map(|_| Slot::padding()).collect(),
-                })
-            }));
-            self.table.store(Arc::new(Table { chunks }));
-            // Lowest ids first, so addresses fill slots in order.
-            admin.spare.extend((first..first + more * CHUNK).rev().map(|i| i as SlotId));
+        while let Some(e) = self.recycled.pop() {
+            admin.spare.push(e.slot);
         }
-        let table = self.table.load();
         for (i, addr) in fresh.into_iter().enumerate() {
-            let id = admin.spare.pop().expect("spare slots reserved above");
-            let slot = table.slot(id);
+            let id = admin
+                .spare
+                .pop()
+                .expect("ids = ring capacity ≥ live + lingering");
+            let slot = &self.slots[id as usize];
             slot.addr.store(u32::from(addr), Ordering::Relaxed);
             slot.eni_index.store(eni_index, Ordering::Relaxed);
             slot.state.store(FREE, Ordering::Release);
             admin.index.insert(addr, id);
             // Fresh addresses are cooled: they were never used.
-            self.push(i, Entry { slot: id, released_ms: 0 });
+            self.push(
+                i,
+                Entry {
+                    slot: id,
+                    released_ms: 0,
+                },
+            );
         }
         Ok(())
     }
@@ -299,12 +290,17 @@ impl Allocator {
     /// Held addresses are never removed; returns the ones actually removed.
     pub fn shrink(&self, addrs: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
         let mut admin = self.admin.lock().expect("allocator admin mutex poisoned");
-        let table = self.table.load();
         let mut removed = Vec::new();
         for addr in addrs {
-            let Some(&id) = admin.index.get(addr) else { continue };
+            let Some(&id) = admin.index.get(addr) else {
+                continue;
+            };
             // A retired slot's ring entry is dropped when it reaches a head.
-            if table.slot(id).state.compare_exchange(FREE, RETIRED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            if self.slots[id as usize]
+                .state
+                .compare_exchange(FREE, RETIRED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
                 admin.index.remove(addr);
                 self.lingering.fetch_add(1, Ordering::AcqRel);
                 removed.push(*addr);
@@ -314,51 +310,89 @@ impl Allocator {
     }
 
     /// Takes a free slot: one that has rested for the cooldown if any, else
-    /// the one released longest ago. Lock-free.
+    /// the one released longest ago. No lock and no syscall; the only wait
+    /// is for a releasing thread that was preempted halfway through its push
+    /// (the ring's head cell is claimed but not yet written).
     pub fn alloc_slot(&self) -> Option<SlotId> {
-        let table = self.table.load();
         let now = self.now_ms();
         let cooled = |e: &Entry| now.saturating_sub(e.released_ms) >= self.cooldown_ms;
         let n = self.rings.len();
         let home = self.home();
-        for k in 0..n {
-            let ring = &self.rings[(home + k) % n];
-            loop {
-                match ring.pop_if(cooled) {
-                    Pop::Taken(e) => {
-                        if self.claim(&table, e.slot) {
-                            return Some(e.slot);
-                        }
+        // Set once a scan found nothing: the pushes seen before the next scan.
+        let mut pushes_before: Option<u64> = None;
+        for attempt in 0u32.. {
+            let mut busy = false;
+            for k in 0..n {
+                let ring = &self.rings[(home + k) % n];
+                loop {
+                    match ring.pop_if(cooled) {
+                        Pop::Taken(e) if self.claim(e.slot) => return Some(e.slot),
+                        Pop::Taken(_) => continue,
+                        Pop::Busy => busy = true,
+                        Pop::Refused(_) | Pop::Empty => {}
                     }
-                    Pop::Refused(_) | Pop::Empty => break,
+                    break;
                 }
             }
-        }
-        // Starved: every free address is still cooling. Take the one that
-        // has rested longest (the oldest ring head) rather than fail.
-        loop {
-            let oldest = (0..n)
-                .filter_map(|i| self.rings[i].peek().map(|e| (i, e)))
-                .min_by_key(|(_, e)| e.released_ms);
-            let (i, target) = oldest?;
-            if let Pop::Taken(e) = self.rings[i].pop_if(|e| *e == target) {
-                if self.claim(&table, e.slot) {
-                    self.cooldown_bypassed.fetch_add(1, Ordering::Relaxed);
-                    return Some(e.slot);
+            // Starved: every free address is still cooling. Take the one that
+            // has rested longest (the oldest ring head) rather than fail.
+            let mut oldest: Option<(usize, Entry)> = None;
+            for (i, ring) in self.rings.iter().enumerate() {
+                match ring.peek() {
+                    Pop::Refused(e)
+                        if oldest.is_none_or(|(_, o)| e.released_ms < o.released_ms) =>
+                    {
+                        oldest = Some((i, e))
+                    }
+                    Pop::Busy => busy = true,
+                    _ => {}
                 }
             }
+            if let Some((i, target)) = oldest {
+                if let Pop::Taken(e) = self.rings[i].pop_if(|e| *e == target) {
+                    if self.claim(e.slot) {
+                        if !cooled(&e) {
+                            self.cooldown_bypassed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return Some(e.slot);
+                    }
+                }
+                continue;
+            }
+            if !busy {
+                // Each ring was empty when we looked at it, but not
+                // necessarily all at once: entries move between rings (taken
+                // from one, released to another) while we scan. Only if no
+                // push started since before a whole scan were they all empty
+                // together, and the pool really is exhausted.
+                let pushes = self.pushes();
+                if pushes_before == Some(pushes) {
+                    return None;
+                }
+                pushes_before = Some(pushes);
+                continue;
+            }
+            pushes_before = None;
+            if attempt < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
+        unreachable!("the loop above returns")
+    }
+
+    fn pushes(&self) -> u64 {
+        self.rings.iter().map(Ring::pushes).sum()
     }
 
     /// Gives a held slot back; it rests for the cooldown before reuse.
     /// Returns false (and changes nothing) if the slot was not held.
     pub fn free_slot(&self, id: SlotId) -> bool {
-        let table = self.table.load();
-        if (id as usize) >= table.chunks.len() * CHUNK {
+        let Some(slot) = self.slots.get(id as usize) else {
             return false;
-        }
-        if table
-            .slot(id)
+        };
+        if slot
             .state
             .compare_exchange(HELD, FREE, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -377,7 +411,7 @@ impl Allocator {
 
     /// The address and ENI of a slot.
     pub fn slot_lease(&self, id: SlotId) -> Lease {
-        self.table.load().slot(id).lease()
+        self.slots[id as usize].lease()
     }
 
     /// Gives `key` an address, or the one it already holds.
@@ -429,9 +463,8 @@ impl Allocator {
 
     /// Pool size and use (a scan: for status, not the hot path).
     pub fn usage(&self) -> Usage {
-        let table = self.table.load();
         let mut u = Usage::default();
-        for (_, s) in table.slots() {
+        for s in self.slots.iter() {
             match s.state.load(Ordering::Acquire) {
                 FREE => u.total += 1,
                 HELD => {
@@ -446,9 +479,8 @@ impl Allocator {
 
     /// Free addresses per ENI device index.
     pub fn free_by_eni(&self) -> HashMap<u32, Vec<Ipv4Addr>> {
-        let table = self.table.load();
         let mut out: HashMap<u32, Vec<Ipv4Addr>> = HashMap::new();
-        for (_, s) in table.slots() {
+        for s in self.slots.iter() {
             if s.state.load(Ordering::Acquire) == FREE {
                 let l = s.lease();
                 out.entry(l.eni_index).or_default().push(l.addr);
@@ -464,14 +496,18 @@ impl Allocator {
 
     /// FREE → HELD. Fails for a slot retired while its entry waited in a
     /// ring; that entry is dropped here.
-    fn claim(&self, table: &Table, id: SlotId) -> bool {
-        let ok = table
-            .slot(id)
+    fn claim(&self, id: SlotId) -> bool {
+        let ok = self.slots[id as usize]
             .state
             .compare_exchange(FREE, HELD, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if !ok {
+            // Its last entry is gone: the id can take a new address.
             self.lingering.fetch_sub(1, Ordering::AcqRel);
+            let _ = self.recycled.push(Entry {
+                slot: id,
+                released_ms: 0,
+            });
         }
         ok
     }
@@ -481,7 +517,6 @@ impl Allocator {
         Duration::from_millis(self.cooldown_ms)
     }
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -36,6 +36,10 @@ pub enum Pop {
     Refused(Entry),
     /// Nothing to take.
     Empty,
+    /// The head cell is claimed by a producer that has not finished writing
+    /// it (it was preempted between its two steps). Entries may wait behind
+    /// it; the caller should look elsewhere or retry shortly.
+    Busy,
 }
 
 struct Cell {
@@ -71,6 +75,11 @@ impl Ring {
         }
     }
 
+    /// How many pushes have started so far (only ever grows).
+    pub fn pushes(&self) -> u64 {
+        self.tail.load(Ordering::Acquire)
+    }
+
     /// How many entries fit.
     pub fn capacity(&self) -> usize {
         self.cells.len()
@@ -83,12 +92,18 @@ impl Ring {
     /// Appends `entry`; gives it back if the ring is full.
     pub fn push(&self, entry: Entry) -> Result<(), Entry> {
         let mut pos = self.tail.load(Ordering::Relaxed);
+        let mut spins = 0u32;
         loop {
             let cell = self.cell(pos);
             let seq = cell.seq.load(Ordering::Acquire);
             let dif = seq.wrapping_sub(pos) as i64;
             if dif == 0 {
-                match self.tail.compare_exchange_weak(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                match self.tail.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => {
                         cell.slot.store(entry.slot, Ordering::Relaxed);
                         cell.released_ms.store(entry.released_ms, Ordering::Relaxed);
@@ -98,7 +113,14 @@ impl Ring {
                     Err(current) => pos = current,
                 }
             } else if dif < 0 {
-                return Err(entry);
+                if self.head.load(Ordering::Relaxed) + self.mask < pos {
+                    return Err(entry);
+                }
+                // Not full: a consumer has claimed this cell and not yet
+                // handed it back (it was preempted between its two steps).
+                // Wait for it; it never depends on us.
+                spins = backoff(spins);
+                pos = self.tail.load(Ordering::Relaxed);
             } else {
                 pos = self.tail.load(Ordering::Relaxed);
             }
@@ -126,7 +148,12 @@ impl Ring {
                     pos = self.head.load(Ordering::Relaxed);
                     continue;
                 }
-                match self.head.compare_exchange_weak(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                match self.head.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => {
                         cell.seq.store(pos + self.mask + 1, Ordering::Release);
                         return Pop::Taken(entry);
@@ -134,14 +161,20 @@ impl Ring {
                     Err(current) => pos = current,
                 }
             } else if dif < 0 {
-                return Pop::Empty;
+                // A queue whose tail is past our head is not empty: a
+                // producer holds the head cell and will publish it.
+                return if self.tail.load(Ordering::Relaxed) > pos {
+                    Pop::Busy
+                } else {
+                    Pop::Empty
+                };
             } else {
                 pos = self.head.load(Ordering::Relaxed);
             }
         }
     }
 
-    /// Removes the head entry, whatever it is.
+    /// Removes the head entry, whatever it is (`None` if empty or busy).
     pub fn pop(&self) -> Option<Entry> {
         match self.pop_if(|_| true) {
             Pop::Taken(e) => Some(e),
@@ -150,10 +183,17 @@ impl Ring {
     }
 
     /// The head entry, without removing it.
-    pub fn peek(&self) -> Option<Entry> {
-        match self.pop_if(|_| false) {
-            Pop::Refused(e) => Some(e),
-            _ => None,
-        }
+    pub fn peek(&self) -> Pop {
+        self.pop_if(|_| false)
     }
+}
+
+/// Spins briefly, then yields the CPU; returns the new spin count.
+fn backoff(spins: u32) -> u32 {
+    if spins < super::sync::SPIN_LIMIT {
+        super::sync::spin_loop();
+    } else {
+        super::sync::yield_now();
+    }
+    spins.saturating_add(1)
 }

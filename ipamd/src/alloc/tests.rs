@@ -32,7 +32,10 @@ fn exhaustion_then_release() {
     a.grow(1, &[ip(10)]).unwrap();
     let l1 = a.allocate(&key("c1")).unwrap();
     assert_eq!(l1.eni_index, 1);
-    assert_eq!(a.allocate(&key("c2")), Err(AllocError::Exhausted { total: 1 }));
+    assert_eq!(
+        a.allocate(&key("c2")),
+        Err(AllocError::Exhausted { total: 1 })
+    );
     assert_eq!(a.release(&key("c1")), Some(l1));
     assert_eq!(a.release(&key("c1")), None);
     assert_eq!(a.allocate(&key("c2")).unwrap().addr, ip(10));
@@ -44,8 +47,14 @@ fn cooling_addresses_are_not_reused_while_others_are_free() {
     a.grow(0, &[ip(10), ip(11), ip(12)]).unwrap();
     let first = a.allocate(&key("a")).unwrap().addr;
     a.release(&key("a"));
-    let next: HashSet<_> = ["b", "c"].iter().map(|k| a.allocate(&key(k)).unwrap().addr).collect();
-    assert!(!next.contains(&first), "a cooling address was handed out while fresh ones were free");
+    let next: HashSet<_> = ["b", "c"]
+        .iter()
+        .map(|k| a.allocate(&key(k)).unwrap().addr)
+        .collect();
+    assert!(
+        !next.contains(&first),
+        "a cooling address was handed out while fresh ones were free"
+    );
     assert_eq!(a.cooldown_bypassed(), 0);
 }
 
@@ -56,7 +65,10 @@ fn cooldown_never_starves_and_takes_the_longest_rested() {
     for k in ["a", "b", "c"] {
         a.allocate(&key(k)).unwrap();
     }
-    let order: Vec<_> = ["b", "a", "c"].iter().map(|k| a.release(&key(k)).unwrap().addr).collect();
+    let order: Vec<_> = ["b", "a", "c"]
+        .iter()
+        .map(|k| a.release(&key(k)).unwrap().addr)
+        .collect();
     // Only cooling addresses are left: ADD still succeeds, oldest first.
     for (i, expect) in order.iter().enumerate() {
         let got = a.allocate(&key(&format!("n{i}"))).unwrap().addr;
@@ -86,7 +98,10 @@ fn shrink_never_takes_held_addresses() {
     assert!(!removed.contains(&held));
     assert_eq!(a.usage(), Usage { total: 1, used: 1 });
     // The removed address is never handed out again.
-    assert_eq!(a.allocate(&key("d")), Err(AllocError::Exhausted { total: 1 }));
+    assert_eq!(
+        a.allocate(&key("d")),
+        Err(AllocError::Exhausted { total: 1 })
+    );
     // Growing it back makes it available again.
     a.grow(0, &removed).unwrap();
     assert_eq!(a.allocate(&key("d")).unwrap().addr, removed[0]);
@@ -99,7 +114,10 @@ fn grow_ignores_duplicates_and_respects_capacity() {
     a.grow(0, &[ip(10), ip(11), ip(11)]).unwrap();
     assert_eq!(a.usage().total, 2);
     assert_eq!(a.free_by_eni()[&0].len(), 2);
-    assert_eq!(a.grow(1, &[ip(20), ip(21)]), Err(GrowError::Capacity { capacity: 3 }));
+    assert_eq!(
+        a.grow(1, &[ip(20), ip(21)]),
+        Err(GrowError::Capacity { capacity: 3 })
+    );
     assert_eq!(a.usage().total, 2, "a failed grow adds nothing");
 }
 
@@ -128,15 +146,19 @@ fn concurrent_random_operations_never_double_allocate_or_lose() {
     const UNIVERSE: u32 = 256;
     let a = Allocator::new(UNIVERSE as usize, Duration::from_millis(1));
     // Start with half the universe in the pool.
-    a.grow(0, &(0..UNIVERSE / 2).map(ip).collect::<Vec<_>>()).unwrap();
+    a.grow(0, &(0..UNIVERSE / 2).map(ip).collect::<Vec<_>>())
+        .unwrap();
     let owned: Vec<AtomicBool> = (0..UNIVERSE).map(|_| AtomicBool::new(false)).collect();
-    let in_pool: Vec<AtomicBool> = (0..UNIVERSE).map(|i| AtomicBool::new(i < UNIVERSE / 2)).collect();
+    let in_pool: Vec<AtomicBool> = (0..UNIVERSE)
+        .map(|i| AtomicBool::new(i < UNIVERSE / 2))
+        .collect();
     let admin = Mutex::new(());
     let barrier = Barrier::new(THREADS);
     let checks = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for t in 0..THREADS {
-            let (a, owned, in_pool, admin, barrier, checks) = (&a, &owned, &in_pool, &admin, &barrier, &checks);
+            let (a, owned, in_pool, admin, barrier, checks) =
+                (&a, &owned, &in_pool, &admin, &barrier, &checks);
             s.spawn(move || {
                 let mut rng = (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 let mut next = move || {
@@ -173,7 +195,9 @@ fn concurrent_random_operations_never_double_allocate_or_lose() {
                             8 => {
                                 let _g = admin.lock().unwrap();
                                 let n = (next() % UNIVERSE as u64) as u32;
-                                if !in_pool[n as usize].load(Ordering::SeqCst) && a.grow(1, &[ip(n)]).is_ok() {
+                                if !in_pool[n as usize].load(Ordering::SeqCst)
+                                    && a.grow(1, &[ip(n)]).is_ok()
+                                {
                                     in_pool[n as usize].store(true, Ordering::SeqCst);
                                 }
                             }
@@ -219,8 +243,16 @@ fn check_pool(a: &Allocator, owned: &[AtomicBool], in_pool: &[AtomicBool]) {
     for (n, flag) in in_pool.iter().enumerate() {
         let addr = ip(n as u32);
         let pooled = flag.load(Ordering::SeqCst);
-        assert_eq!(held.contains(&addr) || free.contains(&addr), pooled, "{addr} lost or leaked (in pool: {pooled})");
-        assert_eq!(owned[n].load(Ordering::SeqCst), held.contains(&addr), "{addr} ownership differs");
+        assert_eq!(
+            held.contains(&addr) || free.contains(&addr),
+            pooled,
+            "{addr} lost or leaked (in pool: {pooled})"
+        );
+        assert_eq!(
+            owned[n].load(Ordering::SeqCst),
+            held.contains(&addr),
+            "{addr} ownership differs"
+        );
     }
     let usage = a.usage();
     assert_eq!(usage.used, held.len());
@@ -231,7 +263,10 @@ mod ring {
     use super::super::ring::*;
 
     fn e(slot: u32, t: u64) -> Entry {
-        Entry { slot, released_ms: t }
+        Entry {
+            slot,
+            released_ms: t,
+        }
     }
 
     #[test]
@@ -242,7 +277,7 @@ mod ring {
             r.push(e(i, i as u64)).unwrap();
         }
         assert_eq!(r.push(e(9, 9)), Err(e(9, 9)));
-        assert_eq!(r.peek(), Some(e(0, 0)));
+        assert_eq!(r.peek(), Pop::Refused(e(0, 0)));
         for i in 0..4 {
             assert_eq!(r.pop(), Some(e(i, i as u64)));
         }
@@ -302,8 +337,39 @@ mod ring {
         for p in producers {
             p.join().unwrap();
         }
-        let mut all: Vec<u32> = consumers.into_iter().flat_map(|c| c.join().unwrap()).collect();
+        let mut all: Vec<u32> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
         all.sort_unstable();
         assert_eq!(all, (0..threads * per).collect::<Vec<_>>());
+    }
+}
+
+/// More threads than cores churning a pool far larger than what they hold
+/// together: an allocation must never fail, even when a releasing thread is
+/// preempted halfway through its push (the case that makes a ring's head
+/// look empty while entries wait behind it).
+#[test]
+fn churn_never_fails_while_addresses_are_free() {
+    for cooldown in [Duration::ZERO, Duration::from_secs(30)] {
+        let a = Allocator::new(64, cooldown);
+        a.grow(0, &(0..64).map(ip).collect::<Vec<_>>()).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| {
+                    for _ in 0..20_000 {
+                        let Some(id) = a.alloc_slot() else {
+                            panic!(
+                                "allocation failed with cooldown {cooldown:?}: {:?}",
+                                a.usage()
+                            );
+                        };
+                        assert!(a.free_slot(id));
+                    }
+                });
+            }
+        });
+        assert_eq!(a.usage(), Usage { total: 64, used: 0 });
     }
 }

@@ -147,7 +147,10 @@ impl Pool {
     ) -> Result<Arc<Self>, CloudError> {
         let node = cloud.node().await?;
         let limits = Limits::new(&node.limits, &settings);
-        let alloc = Arc::new(Allocator::new(limits.capacity() as usize, settings.cooldown));
+        let alloc = Arc::new(Allocator::new(
+            limits.capacity() as usize,
+            settings.cooldown,
+        ));
         let pool = Arc::new(Self {
             cloud: cloud.clone(),
             alloc,
