@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cni_plugin::error as code;
 use cni_plugin::result::{AddResult, Interface, IpConfig, Route, CURRENT_VERSION};
-use cni_plugin::wire::{PodArgs, Request};
+use cni_plugin::wire::Request;
 use cni_plugin::CniError;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -572,15 +572,6 @@ fn add_result(pod: &PodNet, wired: &Wired) -> Value {
         dns: json!({}),
     };
     serde_json::to_value(result).expect("result serialises")
-}
-
-/// Pod identity, for logs.
-pub fn pod_label(args: &PodArgs) -> String {
-    match (&args.namespace, &args.name) {
-        (Some(ns), Some(n)) => format!("{ns}/{n}"),
-        (None, Some(n)) => n.clone(),
-        _ => "-".into(),
-    }
 }
 
 #[cfg(test)]

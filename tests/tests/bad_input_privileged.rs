@@ -146,3 +146,37 @@ fn a_non_root_client_is_refused_even_when_the_socket_is_open_to_all() {
     assert_nothing_allocated(&node);
     assert_pod_untouched(&pod.netns);
 }
+
+/// The kernel refuses part of the wiring (the pod already has an `eth0`):
+/// ADD fails with the dataplane code, gives its address back, leaves no
+/// host veth, route or rule, and does not touch what was already there.
+#[test]
+#[ignore = "privileged: needs root and CAP_NET_ADMIN"]
+fn a_refused_add_undoes_what_it_did() {
+    let node = Node::start();
+    let pod = PodSpec::new("taken");
+    pod.netns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
+    ]);
+    let out = node.add_call(&pod).run();
+    out.err_code(u64::from(cni_plugin::error::DATAPLANE));
+    assert!(
+        out.msg().contains("eth0"),
+        "the message names the interface: {out}"
+    );
+    assert_nothing_allocated(&node);
+    let links: Vec<String> = pod
+        .netns
+        .ip_json(&["link"])
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        links,
+        ["lo", "other0", "eth0"],
+        "the pod's own links are untouched"
+    );
+    // The same attachment succeeds on another interface name.
+    node.add_call(&pod).ifname("eth1").run().ok();
+    assert_eq!(vpc_cni_e2e::used(&node), 1);
+}
