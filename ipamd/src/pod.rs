@@ -203,12 +203,8 @@ impl PodService {
             mtu,
             eni_table: eni_table(lease.eni_index),
         };
-        let dp = self.dataplane.clone();
-        let pod_for_dp = pod.clone();
-        let wired = tokio::task::spawn_blocking(move || dp.add_pod(&pod_for_dp))
-            .await
-            .map_err(|e| CniError::new(code::INTERNAL, format!("dataplane task failed: {e}")))?
-            .map_err(|e| dataplane_error(e, "ADD"))?;
+        let wired =
+            blocking(|| self.dataplane.add_pod(&pod)).map_err(|e| dataplane_error(e, "ADD"))?;
         let result = add_result(&pod, &wired);
         let record = PodRecord {
             container_id: req.container_id.clone(),
@@ -285,12 +281,8 @@ impl PodService {
                 return Ok(());
             }
         };
-        let dp = self.dataplane.clone();
         let (addr, table) = (record.addr, eni_table(record.eni_index));
-        tokio::task::spawn_blocking(move || dp.del_pod(addr, table))
-            .await
-            .map_err(|e| CniError::new(code::INTERNAL, format!("dataplane task failed: {e}")))?
-            .map_err(|e| dataplane_error(e, "DEL"))?;
+        blocking(|| self.dataplane.del_pod(addr, table)).map_err(|e| dataplane_error(e, "DEL"))?;
         let removed = matches!(self.entries().remove(&key), Some(Entry::Ready(_)));
         if removed {
             self.alloc.release(&key);
@@ -470,6 +462,17 @@ impl PodService {
             "metrics": self.metrics.snapshot(),
         })
     }
+}
+
+/// Runs a short blocking dataplane call (a few netlink round trips) on the
+/// current thread. `block_in_place` hands this worker's other tasks to
+/// another thread first, so nothing waits behind us, and — unlike
+/// `spawn_blocking` — costs no hop to another thread and back on the pod
+/// path. The call may enter a pod's namespace; it always returns to the
+/// node's before it ends (or aborts the process), so the thread is never
+/// left in the wrong place.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }
 
 fn require(value: &str, var: &str) -> Result<(), CniError> {

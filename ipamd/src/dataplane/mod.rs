@@ -137,99 +137,46 @@ impl NetlinkDataplane {
         let host_mac = naming::random_mac();
         let pod_mac = naming::random_mac();
         self.with_node_socket(|node| {
-            let veth = || {
-                msg::new_veth(
-                    &pod.host_ifname,
-                    host_mac,
-                    &pod.ifname,
-                    pod_mac,
-                    target.as_raw_fd(),
-                    pod.mtu,
-                )
-            };
-            let op = format!(
-                "create veth {} (peer {} in {})",
-                pod.host_ifname, pod.ifname, pod.netns
-            );
-            match node.request(Req::new(veth(), Create::Excl, op.clone())) {
-                Err(e) if e.errno() == Some(libc::EEXIST) => {
-                    // A previous sandbox of the same pod (same host veth
-                    // name) whose namespace the runtime has not destroyed
-                    // yet: aws-node replaces it the same way.
-                    if let Some(index) = find_link(node, &pod.host_ifname)? {
-                        tracing::info!(host_veth = %pod.host_ifname, "replacing stale host veth");
-                        node.request(
-                            Req::new(msg::del_link(index), Create::No, "delete stale veth")
-                                .tolerate(&[libc::ENODEV]),
-                        )?;
-                    }
-                    node.request(Req::new(veth(), Create::Excl, op))?;
-                }
-                other => other?,
-            }
-            let host_ifindex = match find_link(node, &pod.host_ifname)? {
-                Some(i) => i,
-                None => return Err(DataplaneError::NoLink(pod.host_ifname.clone())),
-            };
+            let (host_ifindex, peer_ifindex) = create_veth(node, pod, &target, host_mac, pod_mac)?;
             let undo_veth = |node: &mut NlSocket| {
                 let _ = node.request(
                     Req::new(msg::del_link(host_ifindex), Create::No, "undo veth")
                         .tolerate(&[libc::ENODEV]),
                 );
             };
-            let inside = || -> Result<u32> {
-                let mut podsock = netns::socket_in(&target, &self.home, &pod.netns)?;
-                let pod_ifindex = find_link(&mut podsock, &pod.ifname)?
-                    .ok_or_else(|| DataplaneError::NoLink(pod.ifname.clone()))?;
-                podsock.batch(vec![
-                    Req::new(
-                        msg::set_link_up(pod_ifindex, pod.mtu),
-                        Create::No,
-                        format!("set {} up in pod", pod.ifname),
-                    ),
-                    Req::new(
-                        msg::new_addr(pod_ifindex, pod.addr, 32),
-                        Create::Excl,
-                        format!("add address {}/32 in pod", pod.addr),
-                    ),
-                    Req::new(
-                        msg::new_link_route(POD_GATEWAY, 32, pod_ifindex, msg::MAIN_TABLE),
-                        Create::Replace,
-                        "add route 169.254.1.1 in pod",
-                    ),
-                    Req::new(
-                        msg::new_default_route(POD_GATEWAY, pod_ifindex, msg::MAIN_TABLE, false),
-                        Create::Replace,
-                        "add default route in pod",
-                    ),
-                    Req::new(
-                        msg::new_permanent_neigh(pod_ifindex, POD_GATEWAY, host_mac),
-                        Create::Replace,
-                        "add neighbour 169.254.1.1 in pod",
-                    ),
-                ])?;
-                Ok(pod_ifindex)
-            };
-            let pod_ifindex = match inside() {
+            let pod_ifindex = match self.wire_inside(pod, &target, peer_ifindex, host_mac) {
                 Ok(i) => i,
                 Err(e) => {
                     undo_veth(node);
                     return Err(e);
                 }
             };
-            let mut host = vec![Req::new(
-                msg::new_link_route(pod.addr, 32, host_ifindex, msg::MAIN_TABLE),
-                Create::Replace,
-                format!("add host route {}/32", pod.addr),
-            )];
-            // Every pod gets "to pod → main", as in aws-node: replies from a
-            // pod on a secondary ENI would otherwise follow that pod's "from"
-            // rule out of its ENI instead of reaching a pod on this node.
-            host.push(Req::new(
-                msg::rule(true, pod.addr, false, msg::MAIN_TABLE, TO_POD_RULE_PRIORITY),
-                Create::Replace,
-                "add rule to pod",
-            ));
+            let mut host = vec![
+                Req::new(
+                    msg::set_no_ipv6_link_local(host_ifindex),
+                    Create::No,
+                    format!("set {} addrgenmode none", pod.host_ifname),
+                )
+                .tolerate(NO_IPV6),
+                Req::new(
+                    msg::set_link_up(host_ifindex, pod.mtu),
+                    Create::No,
+                    format!("set {} up", pod.host_ifname),
+                ),
+                Req::new(
+                    msg::new_link_route(pod.addr, 32, host_ifindex, msg::MAIN_TABLE),
+                    Create::Replace,
+                    format!("add host route {}/32", pod.addr),
+                ),
+                // Every pod gets "to pod → main", as in aws-node: replies from
+                // a pod on a secondary ENI would otherwise follow that pod's
+                // "from" rule out of its ENI instead of reaching this pod.
+                Req::new(
+                    msg::rule(true, pod.addr, false, msg::MAIN_TABLE, TO_POD_RULE_PRIORITY),
+                    Create::Replace,
+                    "add rule to pod",
+                ),
+            ];
             if let Some(table) = pod.eni_table {
                 host.push(Req::new(
                     msg::rule(true, pod.addr, true, table, FROM_POD_RULE_PRIORITY),
@@ -249,6 +196,58 @@ impl NetlinkDataplane {
                 pod_mac,
             })
         })
+    }
+
+    /// The pod side, through a socket opened in the pod's namespace: link
+    /// up, address, the two routes and the gateway's neighbour entry, in one
+    /// batch. Returns the pod interface's index.
+    fn wire_inside(
+        &self,
+        pod: &PodNet,
+        target: &File,
+        known_index: Option<u32>,
+        host_mac: MacAddr,
+    ) -> Result<u32> {
+        let mut podsock = netns::socket_in(target, &self.home, &pod.netns)?;
+        let pod_ifindex = match known_index {
+            Some(i) => i,
+            None => find_link(&mut podsock, &pod.ifname)?
+                .ok_or_else(|| DataplaneError::NoLink(pod.ifname.clone()))?,
+        };
+        podsock.batch(vec![
+            Req::new(
+                msg::set_no_ipv6_link_local(pod_ifindex),
+                Create::No,
+                format!("set {} addrgenmode none in pod", pod.ifname),
+            )
+            .tolerate(NO_IPV6),
+            Req::new(
+                msg::set_link_up(pod_ifindex, pod.mtu),
+                Create::No,
+                format!("set {} up in pod", pod.ifname),
+            ),
+            Req::new(
+                msg::new_addr(pod_ifindex, pod.addr, 32),
+                Create::Excl,
+                format!("add address {}/32 in pod", pod.addr),
+            ),
+            Req::new(
+                msg::new_link_route(POD_GATEWAY, 32, pod_ifindex, msg::MAIN_TABLE),
+                Create::Replace,
+                "add route 169.254.1.1 in pod",
+            ),
+            Req::new(
+                msg::new_default_route(POD_GATEWAY, pod_ifindex, msg::MAIN_TABLE, false),
+                Create::Replace,
+                "add default route in pod",
+            ),
+            Req::new(
+                msg::new_permanent_neigh(pod_ifindex, POD_GATEWAY, host_mac),
+                Create::Replace,
+                "add neighbour 169.254.1.1 in pod",
+            ),
+        ])?;
+        Ok(pod_ifindex)
     }
 
     fn del_host_side(
@@ -437,6 +436,61 @@ impl NetlinkDataplane {
             Ok(name)
         })
     }
+}
+
+/// Kernels without IPv6 (or with it disabled) refuse addrgenmode; that is
+/// what we wanted anyway.
+const NO_IPV6: &[i32] = &[libc::EAFNOSUPPORT, libc::EOPNOTSUPP];
+
+/// Creates the veth pair, its peer born in the pod's namespace, and returns
+/// the host end's index and, when the kernel echoes the new link (Linux ≥
+/// 6.3), the peer's index (`IFLA_LINK`) — two round trips saved. A host veth
+/// of the same name left by an earlier sandbox of the same pod (its
+/// namespace not destroyed yet) is replaced, as aws-node does.
+fn create_veth(
+    node: &mut NlSocket,
+    pod: &PodNet,
+    target: &File,
+    host_mac: MacAddr,
+    pod_mac: MacAddr,
+) -> Result<(u32, Option<u32>)> {
+    let veth = || {
+        msg::new_veth(
+            &pod.host_ifname,
+            host_mac,
+            &pod.ifname,
+            pod_mac,
+            target.as_raw_fd(),
+            pod.mtu,
+        )
+    };
+    let op = format!(
+        "create veth {} (peer {} in {})",
+        pod.host_ifname, pod.ifname, pod.netns
+    );
+    let echoed = match node.request_echo(Req::new(veth(), Create::Excl, op.clone())) {
+        Err(e) if e.errno() == Some(libc::EEXIST) => {
+            if let Some(index) = find_link(node, &pod.host_ifname)? {
+                tracing::info!(host_veth = %pod.host_ifname, "replacing stale host veth");
+                node.request(
+                    Req::new(msg::del_link(index), Create::No, "delete stale veth")
+                        .tolerate(&[libc::ENODEV]),
+                )?;
+            }
+            node.request_echo(Req::new(veth(), Create::Excl, op))?
+        }
+        other => other?,
+    };
+    if let Some(link) = echoed
+        .as_ref()
+        .filter(|m| msg::link_index(m).is_some_and(|i| i > 0))
+    {
+        let index = msg::link_index(link).expect("checked above");
+        return Ok((index, msg::link_peer_index(link)));
+    }
+    let index = find_link(node, &pod.host_ifname)?
+        .ok_or_else(|| DataplaneError::NoLink(pod.host_ifname.clone()))?;
+    Ok((index, None))
 }
 
 fn find_link(sock: &mut NlSocket, name: &str) -> Result<Option<u32>> {

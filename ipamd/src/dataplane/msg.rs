@@ -6,7 +6,8 @@ use std::os::fd::RawFd;
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -22,12 +23,13 @@ use crate::cloud::MacAddr;
 /// The main routing table.
 pub const MAIN_TABLE: u32 = 254;
 
-/// `ip link add <host> up type veth peer name <ifname> netns <fd>`, each end
+/// `ip link add <host> type veth peer name <ifname> netns <fd>`, each end
 /// with the MAC and MTU we chose: creating the peer directly in the pod's
 /// namespace avoids a link move (≈ 19 ms here), and choosing the MACs
-/// ourselves saves reading them back. Only the host end can come up in this
-/// message: the kernel configures the peer before the pair is joined, and
-/// opening a veth without its peer fails with ENOTCONN.
+/// ourselves saves reading them back. Both ends are created down: the peer
+/// cannot come up in this message (the kernel configures it before the pair
+/// is joined, and opening a veth without its peer fails with ENOTCONN), and
+/// each end gets `addrgenmode none` before it comes up.
 pub fn new_veth(
     host: &str,
     host_mac: MacAddr,
@@ -44,8 +46,6 @@ pub fn new_veth(
         LinkAttribute::NetNsFd(peer_netns),
     ];
     let mut msg = LinkMessage::default();
-    msg.header.flags = LinkFlags::Up;
-    msg.header.change_mask = LinkFlags::Up;
     msg.attributes = vec![
         LinkAttribute::IfName(host.to_string()),
         LinkAttribute::Address(host_mac.0.to_vec()),
@@ -56,6 +56,31 @@ pub fn new_veth(
         ]),
     ];
     RouteNetlinkMessage::NewLink(msg)
+}
+
+/// `ip link set <index> addrgenmode none`: pods get IPv4 only, and a
+/// link-local address (with duplicate address detection and multicast
+/// joins) on each veth end is a measurable part of bringing it up. The
+/// kernel accepts this only on an existing link, so it is sent before "up".
+pub fn set_no_ipv6_link_local(index: u32) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]));
+    RouteNetlinkMessage::SetLink(msg)
+}
+
+/// For a veth: the index of its peer (`IFLA_LINK`), in the peer's namespace.
+pub fn link_peer_index(msg: &RouteNetlinkMessage) -> Option<u32> {
+    match msg {
+        RouteNetlinkMessage::NewLink(l) => l.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Link(i) => Some(*i),
+            _ => None,
+        }),
+        _ => None,
+    }
 }
 
 /// `ip link show <name>`.
@@ -248,7 +273,6 @@ mod tests {
         let RouteNetlinkMessage::NewLink(link) = msg else {
             panic!("not a NewLink");
         };
-        assert!(link.header.flags.contains(LinkFlags::Up));
         let info = link
             .attributes
             .iter()

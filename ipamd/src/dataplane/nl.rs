@@ -9,8 +9,8 @@
 use std::io;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO,
+    NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -192,6 +192,38 @@ impl NlSocket {
     /// One request, one ack.
     pub fn request(&mut self, req: Req) -> NlResult<()> {
         self.batch(vec![req])
+    }
+
+    /// One request with `NLM_F_ECHO`: the kernel sends the object it created
+    /// back before the ack (for links since Linux 6.3), which saves reading
+    /// it back. `None` if the kernel acked without echoing.
+    pub fn request_echo(&mut self, req: Req) -> NlResult<Option<RouteNetlinkMessage>> {
+        let mut out = Vec::with_capacity(256);
+        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_ECHO | req.create.flags();
+        let seq = self.encode(req.msg, flags, &mut out);
+        self.sock.send(&out, 0)?;
+        let mut echoed = None;
+        loop {
+            for m in self.recv_messages()? {
+                if m.header.sequence_number != seq {
+                    continue;
+                }
+                match m.payload {
+                    NetlinkPayload::InnerMessage(inner) => echoed = Some(inner),
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(echoed),
+                            Some(code) if req.ok_errnos.contains(&-code.get()) => Ok(echoed),
+                            Some(code) => Err(NlError::Kernel {
+                                op: req.op,
+                                source: io::Error::from_raw_os_error(-code.get()),
+                            }),
+                        };
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// A GET that answers with exactly one message (e.g. a link by name).
