@@ -1,0 +1,196 @@
+//! The pod-churn harness: set up a node, run the workloads against both
+//! implementations, write the results.
+//!
+//! - `cli`: options.
+//! - `harness`: the guard owning the node namespace, ipamd and every pod namespace.
+//! - `netns`, `daemon`, `plugin`: namespaces, ipamd, one plugin exec.
+//! - `workloads`: (a) sequential, (b) concurrent churn, (c) start and round trip.
+//! - `stats`, `report`, `plot`, `machine`: percentiles, tables, the SVG, the machine.
+
+pub mod cli;
+mod daemon;
+mod harness;
+mod machine;
+mod netns;
+mod plot;
+mod plugin;
+mod report;
+mod stats;
+mod workloads;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use cli::Options;
+use harness::Harness;
+use machine::{Machine, OtherCpu, OtherLoad};
+use plugin::{Plugin, REFERENCE_DIR};
+use report::{Measured, Report, Sizes};
+use workloads::{Bench, Pair};
+
+/// Any failure, with a message fit for the operator.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// Result of this harness.
+pub type Result<T> = std::result::Result<T, Error>;
+
+static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Whether SIGINT or SIGTERM arrived; the workloads stop at the next call
+/// and the harness cleans up.
+pub fn interrupted() -> bool {
+    INTERRUPTED.get().is_some_and(|f| f.load(Ordering::Relaxed))
+}
+
+fn catch_signals() -> Result<()> {
+    let flag = INTERRUPTED.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(flag))?;
+    }
+    Ok(())
+}
+
+/// Runs the whole benchmark.
+pub fn run(o: &Options) -> Result<()> {
+    preflight(o)?;
+    // Neither of these starts a thread: the node namespace is entered
+    // (in `Harness::enter_node`) while this thread is still the only one.
+    catch_signals()?;
+    netns::sweep_stale();
+    let machine = Machine::detect();
+    let others = OtherLoad::start();
+    let mut harness = Harness::enter_node()?;
+    let measured = measure(&mut harness, o).map_err(|e| match harness.daemon_report() {
+        Some(report) => format!("{e}\n{report}").into(),
+        None => e,
+    })?;
+    drop(harness);
+    let other_cpu = others.since();
+    if other_cpu.cpus() > 0.1 {
+        eprintln!(
+            "pod-churn: warning: other processes kept {:.2} of {} CPUs busy during the run; \
+             rerun on a quiet machine for numbers to publish",
+            other_cpu.cpus(),
+            machine.nproc
+        );
+    }
+    publish(o, machine, other_cpu, &measured)
+}
+
+fn preflight(o: &Options) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("run as root: the benchmark creates network namespaces".into());
+    }
+    let needed = [
+        o.bin_dir.join("vpc-cni"),
+        o.bin_dir.join("ipamd"),
+        Path::new(REFERENCE_DIR).join("ptp"),
+        Path::new(REFERENCE_DIR).join("host-local"),
+    ];
+    for path in needed {
+        if !path.exists() {
+            return Err(format!(
+                "{} is missing: run `cargo build --release --workspace --bins` and \
+                 `apt-get install containernetworking-plugins` (scripts/bench.sh does both)",
+                path.display()
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn measure(harness: &mut Harness, o: &Options) -> Result<Measured> {
+    let pool = o.peak_pods();
+    eprintln!(
+        "pod-churn: node namespace {}; filling ipamd's pool to {} addresses",
+        netns::node_name(),
+        pool + daemon::POOL_HEADROOM
+    );
+    let started = Instant::now();
+    let daemon = harness.start_daemon(&o.bin_dir, pool)?;
+    daemon.wait_for_pool(pool)?;
+    let socket = daemon.socket().to_path_buf();
+    eprintln!(
+        "pod-churn: pool ready in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let host_local = harness.dir().join("host-local");
+    let bench = Bench {
+        plugins: Pair {
+            ours: Plugin::ours(&o.bin_dir, &socket),
+            reference: Plugin::reference(&host_local),
+        },
+        floor: Plugin::floor(),
+        namespaces: harness.namespaces(),
+    };
+    bench.warm_up()?;
+    let sequential = phase(&format!("(a) sequential, {} pods", o.pods), || {
+        bench.sequential(o.pods)
+    })?;
+    // Only the warm-up and (a) have reached ipamd so far.
+    let introspect = daemon::introspect_at(&socket)?;
+    let churn = phase(
+        &format!("(b) {}-way churn, {} pods", o.workers, o.churn_pods),
+        || bench.churn(o.churn_pods, o.workers, o.churn_rounds),
+    )?;
+    let floor_churn = phase("(b) floor: the same churn with a no-op exec", || {
+        bench.floor_churn(o.churn_pods, o.workers)
+    })?;
+    let (starts, floor_starts) = phase(&format!("(c) plugin start, {} execs", o.starts), || {
+        bench.plugin_start(o.starts)
+    })?;
+    let round_trips = phase(&format!("(c) round trip, {} calls", o.round_trips), || {
+        workloads::round_trip(&socket, o.round_trips)
+    })?;
+    Ok(Measured {
+        sequential,
+        churn,
+        starts,
+        floor_starts,
+        floor_churn,
+        round_trips,
+        ipamd_metrics: introspect["metrics"].clone(),
+    })
+}
+
+fn phase<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    eprintln!("pod-churn: {name} …");
+    let started = Instant::now();
+    let out = f()?;
+    eprintln!(
+        "pod-churn: {name}: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(out)
+}
+
+fn publish(o: &Options, machine: Machine, other_cpu: OtherCpu, m: &Measured) -> Result<()> {
+    let sizes = Sizes {
+        pods: o.pods,
+        churn_pods: o.churn_pods,
+        workers: o.workers,
+        starts: o.starts,
+        round_trips: o.round_trips,
+        quick: o.quick,
+    };
+    let report = Report::new(machine, other_cpu, sizes, m);
+    report.write_files(&o.out_dir)?;
+    let svg = o.out_dir.join(report::SVG_NAME);
+    plot::latency_cdf(&svg, &report.raw_sequential, o.pods)?;
+    println!("{}", report::table(&report.rows()));
+    let met = report.targets.iter().filter(|t| t.met).count();
+    println!("targets met: {met} of {}", report.targets.len());
+    println!(
+        "wrote {}/pod-churn.{{json,md}} and {}",
+        o.out_dir.display(),
+        svg.display()
+    );
+    if o.update_results_md {
+        let path = cli::bench_dir().join("RESULTS.md");
+        report::update_results_md(&path, &report.markdown("results/pod-churn-latency.svg"))?;
+        println!("updated {}", path.display());
+    }
+    Ok(())
+}
