@@ -18,7 +18,7 @@ use cni_plugin::CniError;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::alloc::{AllocError, Allocator, AttachmentKey, Lease};
+use crate::alloc::{Allocator, AttachmentKey, Lease};
 use crate::dataplane::netns::NetnsError;
 use crate::dataplane::{naming, DataplaneError, NetlinkDataplane, PodNet, Wired, POD_GATEWAY};
 use crate::metrics::Metrics;
@@ -229,27 +229,38 @@ impl PodService {
         Ok(result)
     }
 
+    /// An address for `key`. When the pool is empty but can still grow, waits
+    /// for it (up to [`GROWTH_WAIT`]), retrying after every step the pool
+    /// takes: a burst of ADDs larger than the warm pool then completes
+    /// instead of failing, even if other ADDs win the first new addresses or
+    /// the first step only attached an ENI.
     async fn allocate(&self, key: &AttachmentKey) -> Result<Lease, CniError> {
-        match self.alloc.allocate(key) {
-            Ok(lease) => return Ok(lease),
-            Err(AllocError::Exhausted { .. }) if self.pool.can_grow() => {
+        let deadline = tokio::time::Instant::now() + GROWTH_WAIT;
+        let mut waited = false;
+        loop {
+            if let Ok(lease) = self.alloc.allocate(key) {
+                return Ok(lease);
+            }
+            let now = tokio::time::Instant::now();
+            if !self.pool.can_grow() || now >= deadline {
+                break;
+            }
+            if !waited {
                 tracing::info!("pool empty; waiting for it to grow");
-                self.pool.wait_for_growth(GROWTH_WAIT).await;
+                waited = true;
             }
-            Err(AllocError::Exhausted { .. }) => {}
+            self.pool.wait_for_growth(deadline - now).await;
         }
-        self.alloc.allocate(key).map_err(|_| {
-            let usage = self.alloc.usage();
-            let msg = self.pool.exhausted_message(usage);
-            tracing::warn!(%msg, "ADD refused");
-            if self.pool.can_grow() {
-                CniError::new(
-                    code::TRY_AGAIN_LATER,
-                    format!("the address pool is still growing; {msg}"),
-                )
-            } else {
-                CniError::new(code::POOL_EXHAUSTED, msg)
-            }
+        let usage = self.alloc.usage();
+        let msg = self.pool.exhausted_message(usage);
+        tracing::warn!(%msg, "ADD refused");
+        Err(if self.pool.can_grow() {
+            CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("the address pool is still growing; {msg}"),
+            )
+        } else {
+            CniError::new(code::POOL_EXHAUSTED, msg)
         })
     }
 

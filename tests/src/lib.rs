@@ -496,6 +496,14 @@ impl Node {
     /// `[("VPC_CNI_SIM_INSTANCE_TYPE", "t3.medium"), ("MAX_ENI", "1")]`.
     /// Waits (at most [`READY_TIMEOUT`]) until the plugin's STATUS succeeds.
     pub fn start_with(extra_env: &[(&str, &str)]) -> Self {
+        let mut node = Self::spawn_with(extra_env);
+        node.wait_ready();
+        node
+    }
+
+    /// Starts the daemon without waiting for it to be ready (to see how it
+    /// answers while it starts); [`Node::wait_ready`] waits later.
+    pub fn spawn_with(extra_env: &[(&str, &str)]) -> Self {
         let netns = Netns::new();
         let dir = TempDir::new();
         let socket = dir.path().join("ipamd.sock");
@@ -518,18 +526,17 @@ impl Node {
             .stderr(log_err)
             .spawn()
             .expect("spawn ip netns exec ipamd serve");
-        let mut node = Node {
+        Node {
             netns,
             dir,
             child: Some(child),
             socket,
             log,
-        };
-        node.wait_ready();
-        node
+        }
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits (at most [`READY_TIMEOUT`]) until the plugin's STATUS succeeds.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut() {

@@ -363,3 +363,27 @@ fn status_succeeds_on_a_ready_daemon() {
         "node eth0 has the primary IP: {addrs:?}"
     );
 }
+
+/// While ipamd fills its pool (here, a slow simulated EC2), the socket is
+/// already there: ADD answers "try again later" naming the socket, STATUS
+/// answers "not available"; once ready, the same ADD succeeds.
+#[test]
+#[ignore = "privileged: needs root and CAP_NET_ADMIN"]
+fn a_starting_daemon_answers_try_again_with_its_socket() {
+    let mut node = Node::spawn_with(&[("VPC_CNI_SIM_API_LATENCY_MS", "700")]);
+    let bound = wait_until(Duration::from_secs(10), || node.socket().exists());
+    assert!(bound, "ipamd never bound its socket:\n{}", node.log());
+    let pod = PodSpec::new("early");
+    let out = node.add_call(&pod).run();
+    out.err_code(u64::from(cni_plugin::error::TRY_AGAIN_LATER));
+    let socket = node.socket().display().to_string();
+    assert!(
+        out.msg().contains(&socket) && out.msg().contains("starting"),
+        "{out}"
+    );
+    node.plugin("STATUS")
+        .run()
+        .err_code(u64::from(cni_plugin::error::PLUGIN_NOT_AVAILABLE));
+    node.wait_ready();
+    node.add_call(&pod).run().ok();
+}

@@ -113,9 +113,6 @@ impl NlSocket {
         let mut sock = Socket::new(NETLINK_ROUTE)?;
         sock.bind_auto()?;
         sock.connect(&SocketAddr::new(0, 0))?;
-        // Extended acks make the kernel's errors carry a message; we only
-        // need errno, but strict checking makes dumps honour filters.
-        let _ = sock.set_netlink_get_strict_chk(true);
         Ok(Self {
             sock,
             seq: 0,
@@ -141,46 +138,55 @@ impl NlSocket {
         seq
     }
 
-    /// Sends every request in one `sendmsg` and waits for all their acks.
-    /// Every request is attempted; the first failure (in request order) is
-    /// returned, so callers can roll back what they know they created.
+    /// Sends every request in one `sendmsg`. Only the last asks for an
+    /// ack: the kernel handles the messages in order and reports a failure
+    /// whether or not an ack was asked for, so when the last ack arrives
+    /// every earlier error is already in the queue — one ack to read instead
+    /// of one per message. Every request is attempted; the first failure (in
+    /// request order) is returned, so callers can roll back what they know
+    /// they created.
     pub fn batch(&mut self, reqs: Vec<Req>) -> NlResult<()> {
         if reqs.is_empty() {
             return Ok(());
         }
         let mut out = Vec::with_capacity(256 * reqs.len());
         let mut pending: Vec<(u32, String, &'static [i32])> = Vec::with_capacity(reqs.len());
-        for req in reqs {
-            let flags = NLM_F_REQUEST | NLM_F_ACK | req.create.flags();
+        let last = reqs.len() - 1;
+        for (i, req) in reqs.into_iter().enumerate() {
+            let ack = if i == last { NLM_F_ACK } else { 0 };
+            let flags = NLM_F_REQUEST | ack | req.create.flags();
             let seq = self.encode(req.msg, flags, &mut out);
             pending.push((seq, req.op, req.ok_errnos));
         }
         self.sock.send(&out, 0)?;
+        let last_seq = pending[last].0;
         let mut first_err: Option<(usize, NlError)> = None;
-        let mut remaining = pending.len();
-        while remaining > 0 {
+        loop {
+            let mut done = false;
             for msg in self.recv_messages()? {
                 let seq = msg.header.sequence_number;
                 let Some(pos) = pending.iter().position(|(s, _, _)| *s == seq) else {
                     continue;
                 };
-                if let NetlinkPayload::Error(e) = msg.payload {
-                    remaining -= 1;
-                    if let Some(code) = e.code {
-                        let errno = -code.get();
-                        let (_, op, ok) = &pending[pos];
-                        if !ok.contains(&errno) && first_err.as_ref().is_none_or(|(p, _)| pos < *p)
-                        {
-                            first_err = Some((
-                                pos,
-                                NlError::Kernel {
-                                    op: op.clone(),
-                                    source: io::Error::from_raw_os_error(errno),
-                                },
-                            ));
-                        }
-                    }
+                let NetlinkPayload::Error(e) = msg.payload else {
+                    continue;
+                };
+                done |= seq == last_seq;
+                let Some(code) = e.code else { continue };
+                let errno = -code.get();
+                let (_, op, ok) = &pending[pos];
+                if !ok.contains(&errno) && first_err.as_ref().is_none_or(|(p, _)| pos < *p) {
+                    first_err = Some((
+                        pos,
+                        NlError::Kernel {
+                            op: op.clone(),
+                            source: io::Error::from_raw_os_error(errno),
+                        },
+                    ));
                 }
+            }
+            if done {
+                break;
             }
         }
         match first_err {

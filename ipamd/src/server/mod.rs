@@ -70,15 +70,22 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ServerError> {
 /// Serves connections until `shutdown` completes. Each connection runs in
 /// its own task, so many calls are in flight at once.
 pub async fn run(listener: UnixListener, service: ServiceSlot, shutdown: impl Future<Output = ()>) {
+    // Named in "starting" answers, so kubelet's events say which daemon.
+    let socket: Arc<str> = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+        .unwrap_or_default()
+        .into();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let service = service.clone();
+                    let (service, socket) = (service.clone(), socket.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = serve_one(stream, service).await {
+                        if let Err(e) = serve_one(stream, service, &socket).await {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
                     });
@@ -93,10 +100,10 @@ pub async fn run(listener: UnixListener, service: ServiceSlot, shutdown: impl Fu
     }
 }
 
-async fn serve_one(mut stream: UnixStream, service: ServiceSlot) -> io::Result<()> {
+async fn serve_one(mut stream: UnixStream, service: ServiceSlot, socket: &str) -> io::Result<()> {
     let response = match stream.peer_cred() {
         Ok(cred) if cred.uid() == 0 => match read_request(&mut stream).await {
-            Ok(req) => dispatch(req, &service).await,
+            Ok(req) => dispatch(req, &service, socket).await,
             Err(e) => Response::Error(e),
         },
         Ok(cred) => {
@@ -172,14 +179,17 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, CniError> {
         .map_err(|e| CniError::new(code::DECODE_FAILURE, format!("malformed request: {e}")))
 }
 
-async fn dispatch(req: Request, service: &ServiceSlot) -> Response {
+async fn dispatch(req: Request, service: &ServiceSlot, socket: &str) -> Response {
     let Some(service) = service.get() else {
         let code = if req.command == cni_plugin::wire::Command::Status {
             code::PLUGIN_NOT_AVAILABLE
         } else {
             code::TRY_AGAIN_LATER
         };
-        return Response::Error(CniError::new(code, "ipamd is starting; try again shortly"));
+        return Response::Error(CniError::new(
+            code,
+            format!("ipamd at {socket} is starting (filling its address pool); try again shortly"),
+        ));
     };
     match service.handle(req).await {
         Ok(result) => Response::Ok { result },
