@@ -95,6 +95,22 @@ pub struct Request {
     pub config: Value,
 }
 
+impl Request {
+    /// A request about the daemon rather than a container (STATUS, GC,
+    /// INTROSPECT): no container id, netns, ifname or pod.
+    pub fn for_daemon(command: Command, config: Value) -> Self {
+        Request {
+            v: PROTOCOL_VERSION,
+            command,
+            container_id: String::new(),
+            netns: String::new(),
+            ifname: String::new(),
+            args: PodArgs::default(),
+            config,
+        }
+    }
+}
+
 /// ipamd's answer to one [`Request`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

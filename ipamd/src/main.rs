@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cni_plugin::wire::{Command, PodArgs, Request, PROTOCOL_VERSION};
+use cni_plugin::wire::{Command, Request};
 use ipamd::config::Config;
 
 const USAGE: &str = "usage: ipamd <command>
@@ -98,15 +98,7 @@ fn status(json: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let req = Request {
-        v: PROTOCOL_VERSION,
-        command: Command::Introspect,
-        container_id: String::new(),
-        netns: String::new(),
-        ifname: String::new(),
-        args: PodArgs::default(),
-        config: serde_json::Value::Null,
-    };
+    let req = Request::for_daemon(Command::Introspect, serde_json::Value::Null);
     let view = match cni_plugin::client::call(&config.socket, &req, Duration::from_secs(5)) {
         Ok(v) => v,
         Err(e) => {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cni_plugin::client::call;
-use cni_plugin::wire::{Command as Verb, PodArgs, Request, PROTOCOL_VERSION};
+use cni_plugin::wire::{Command as Verb, Request};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -37,15 +37,10 @@ pub struct Daemon {
 
 /// A request for ipamd without pod fields (STATUS, INTROSPECT).
 pub fn node_request(command: Verb) -> Request {
-    Request {
-        v: PROTOCOL_VERSION,
+    Request::for_daemon(
         command,
-        container_id: String::new(),
-        netns: String::new(),
-        ifname: String::new(),
-        args: PodArgs::default(),
-        config: serde_json::json!({"cniVersion": "1.1.0", "name": "vpc"}),
-    }
+        serde_json::json!({"cniVersion": "1.1.0", "name": "vpc"}),
+    )
 }
 
 /// The daemon's own view (what `ipamd status --json` prints): pool, ENIs,

@@ -151,18 +151,8 @@ impl NetlinkDataplane {
                     return Err(e);
                 }
             };
-            let mut host = vec![
-                Req::new(
-                    msg::set_no_ipv6_link_local(host_ifindex),
-                    Create::No,
-                    format!("set {} addrgenmode none", pod.host_ifname),
-                )
-                .tolerate(NO_IPV6),
-                Req::new(
-                    msg::set_link_up(host_ifindex, pod.mtu),
-                    Create::No,
-                    format!("set {} up", pod.host_ifname),
-                ),
+            let mut host: Vec<Req> = bring_up(host_ifindex, pod.mtu, &pod.host_ifname).into();
+            host.extend([
                 Req::new(
                     msg::new_link_route(pod.addr, 32, host_ifindex, msg::MAIN_TABLE),
                     Create::Replace,
@@ -176,7 +166,7 @@ impl NetlinkDataplane {
                     Create::Replace,
                     "add rule to pod",
                 ),
-            ];
+            ]);
             if let Some(table) = pod.eni_table {
                 host.push(Req::new(
                     msg::rule(true, pod.addr, true, table, FROM_POD_RULE_PRIORITY),
@@ -214,18 +204,8 @@ impl NetlinkDataplane {
             None => find_link(&mut podsock, &pod.ifname)?
                 .ok_or_else(|| DataplaneError::NoLink(pod.ifname.clone()))?,
         };
-        podsock.batch(vec![
-            Req::new(
-                msg::set_no_ipv6_link_local(pod_ifindex),
-                Create::No,
-                format!("set {} addrgenmode none in pod", pod.ifname),
-            )
-            .tolerate(NO_IPV6),
-            Req::new(
-                msg::set_link_up(pod_ifindex, pod.mtu),
-                Create::No,
-                format!("set {} up in pod", pod.ifname),
-            ),
+        let mut reqs: Vec<Req> = bring_up(pod_ifindex, pod.mtu, &pod.ifname).into();
+        reqs.extend([
             Req::new(
                 msg::new_addr(pod_ifindex, pod.addr, 32),
                 Create::Excl,
@@ -246,7 +226,8 @@ impl NetlinkDataplane {
                 Create::Replace,
                 "add neighbour 169.254.1.1 in pod",
             ),
-        ])?;
+        ]);
+        podsock.batch(reqs)?;
         Ok(pod_ifindex)
     }
 
@@ -441,6 +422,24 @@ impl NetlinkDataplane {
 /// Kernels without IPv6 (or with it disabled) refuse addrgenmode; that is
 /// what we wanted anyway.
 const NO_IPV6: &[i32] = &[libc::EAFNOSUPPORT, libc::EOPNOTSUPP];
+
+/// `addrgenmode none`, then `up` with the MTU: the order matters, the
+/// kernel would generate the link-local address at "up".
+fn bring_up(index: u32, mtu: u32, name: &str) -> [Req; 2] {
+    [
+        Req::new(
+            msg::set_no_ipv6_link_local(index),
+            Create::No,
+            format!("set {name} addrgenmode none"),
+        )
+        .tolerate(NO_IPV6),
+        Req::new(
+            msg::set_link_up(index, mtu),
+            Create::No,
+            format!("set {name} up"),
+        ),
+    ]
+}
 
 /// Creates the veth pair, its peer born in the pod's namespace, and returns
 /// the host end's index and, when the kernel echoes the new link (Linux ≥

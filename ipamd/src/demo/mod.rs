@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cni_plugin::wire::{Command, PodArgs, Request, PROTOCOL_VERSION};
+use cni_plugin::wire::{Command, Request};
 use serde_json::Value;
 
 use cleanup::{Guard, Outcome, Registry};
@@ -415,15 +415,7 @@ fn wait_ready(daemon: &Daemon, plugin: &Plugin) -> Result<Duration, DemoError> {
 
 /// The INTROSPECT view, as `ipamd status --json` prints it.
 fn introspect(daemon: &Daemon) -> Result<Value, DemoError> {
-    let req = Request {
-        v: PROTOCOL_VERSION,
-        command: Command::Introspect,
-        container_id: String::new(),
-        netns: String::new(),
-        ifname: String::new(),
-        args: PodArgs::default(),
-        config: Value::Null,
-    };
+    let req = Request::for_daemon(Command::Introspect, Value::Null);
     cni_plugin::client::call(daemon.socket(), &req, INTROSPECT_TIMEOUT)
         .map_err(DemoError::Introspect)
 }
