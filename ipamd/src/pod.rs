@@ -54,9 +54,10 @@ pub struct PodRecord {
     pub mtu: u32,
     /// When ADD finished (seconds since the epoch).
     pub created_unix: u64,
-    /// The result ADD returned (returned again for a repeated ADD).
+    /// The result ADD returned (returned again for a repeated ADD). Shared,
+    /// so the checkpoint's snapshots of every record do not copy it.
     #[serde(skip)]
-    pub result: Value,
+    pub result: Arc<Value>,
 }
 
 impl PodRecord {
@@ -168,7 +169,7 @@ impl PodService {
             match entries.get(&key) {
                 Some(Entry::Ready(rec)) => {
                     tracing::debug!(ip = %rec.addr, "repeated ADD: returning the existing result");
-                    return Ok(rec.result.clone());
+                    return Ok(Value::clone(&rec.result));
                 }
                 Some(Entry::Adding) => {
                     return Err(CniError::new(
@@ -220,7 +221,7 @@ impl PodService {
             created_unix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            result: result.clone(),
+            result: Arc::new(result.clone()),
         };
         tracing::info!(ip = %lease.addr, host_veth = %pod.host_ifname, eni_index = lease.eni_index, "pod added");
         self.entries().insert(key.clone(), Entry::Ready(record));

@@ -29,7 +29,10 @@ pub const MAIN_TABLE: u32 = 254;
 /// ourselves saves reading them back. Both ends are created down: the peer
 /// cannot come up in this message (the kernel configures it before the pair
 /// is joined, and opening a veth without its peer fails with ENOTCONN), and
-/// each end gets `addrgenmode none` before it comes up.
+/// each end gets `addrgenmode none` before it comes up. One queue each,
+/// asked for explicitly: otherwise veth allocates a queue per possible CPU
+/// and then shrinks to one on each end, and shrinking a registered device's
+/// queues waits for an (expedited) RCU grace period under the RTNL lock.
 pub fn new_veth(
     host: &str,
     host_mac: MacAddr,
@@ -44,12 +47,16 @@ pub fn new_veth(
         LinkAttribute::Address(peer_mac.0.to_vec()),
         LinkAttribute::Mtu(mtu),
         LinkAttribute::NetNsFd(peer_netns),
+        LinkAttribute::NumTxQueues(1),
+        LinkAttribute::NumRxQueues(1),
     ];
     let mut msg = LinkMessage::default();
     msg.attributes = vec![
         LinkAttribute::IfName(host.to_string()),
         LinkAttribute::Address(host_mac.0.to_vec()),
         LinkAttribute::Mtu(mtu),
+        LinkAttribute::NumTxQueues(1),
+        LinkAttribute::NumRxQueues(1),
         LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
