@@ -20,6 +20,10 @@ pub const DEFAULT_MTU: u32 = 9001;
 pub const MIN_MTU: u32 = 576;
 /// The largest `mtu` accepted: nothing larger crosses a VPC.
 pub const MAX_MTU: u32 = 9001;
+/// The longest `timeoutMs` accepted: one hour, far beyond any runtime's own
+/// timeout, and far from overflowing a deadline.
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
 /// How long the plugin waits for ipamd unless `timeoutMs` says otherwise.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// The version to answer in when stdin gave none that is usable.
@@ -162,9 +166,15 @@ impl NetConf {
         };
         let timeout_ms = match optional(obj, "timeoutMs") {
             None => DEFAULT_TIMEOUT_MS,
-            Some(v) => v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-                invalid("timeoutMs", &format!("must be a positive integer, got {v}"))
-            })?,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=MAX_TIMEOUT_MS).contains(n))
+                .ok_or_else(|| {
+                    invalid(
+                        "timeoutMs",
+                        &format!("must be an integer from 1 to {MAX_TIMEOUT_MS}, got {v}"),
+                    )
+                })?,
         };
         let log_level = match optional_string(obj, "logLevel")? {
             None => LogLevel::default(),

@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use crate::client;
 use crate::config::{self, NetConf, FALLBACK_VERSION};
 use crate::env::{parse_env, CniCommand, Invocation};
-use crate::error::{CniError, BAD_DAEMON_ANSWER, INCOMPATIBLE_VERSION};
+use crate::error::{
+    CniError, BAD_DAEMON_ANSWER, INCOMPATIBLE_VERSION, PLUGIN_NOT_AVAILABLE, TRY_AGAIN_LATER,
+};
 use crate::log::{CallRecord, Logger};
 use crate::result::{convert_result, SUPPORTED_VERSIONS};
 use crate::wire::{PodArgs, Request, PROTOCOL_VERSION};
@@ -134,7 +136,14 @@ fn dispatch(inv: &Invocation, doc: Result<Value, CniError>) -> Result<Option<Str
         args: inv.args.clone(),
         config: std::mem::take(&mut conf.raw),
     };
-    let result = client::call(&conf.ipamd_socket, &request, conf.timeout())?;
+    let result = client::call(&conf.ipamd_socket, &request, conf.timeout()).map_err(|mut e| {
+        // STATUS has its own code for "cannot serve ADD now" (spec: 50);
+        // an unreachable or silent ipamd is exactly that.
+        if inv.command == CniCommand::Status && e.code == TRY_AGAIN_LATER {
+            e.code = PLUGIN_NOT_AVAILABLE;
+        }
+        e
+    })?;
     if inv.command != CniCommand::Add {
         return Ok(None);
     }
@@ -436,11 +445,16 @@ mod tests {
             let msg = v["msg"].as_str().unwrap();
             assert!(msg.contains(&s.display().to_string()), "{msg}");
         }
+        // STATUS says "not available" (spec code 50), still naming the socket.
         let v = failed(&run(
             env(&[("CNI_COMMAND", "STATUS")]),
             &bytes(&conf("1.1.0", &s)),
         ));
-        assert_eq!(v["code"], TRY_AGAIN_LATER);
+        assert_eq!(v["code"], PLUGIN_NOT_AVAILABLE);
+        assert!(v["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&s.display().to_string()));
     }
 
     #[test]

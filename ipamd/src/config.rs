@@ -84,6 +84,9 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// The longest cooldown accepted (a day): far beyond any conntrack timeout.
+const MAX_COOLDOWN_SECS: u64 = 86_400;
+
 /// aws-node settings whose feature is not in this build yet: accepted and
 /// validated so an aws-node configuration still starts, and reported.
 const NOT_YET: &[&str] = &[
@@ -126,6 +129,13 @@ impl Config {
             max_eni: parse(&env, "MAX_ENI")?,
             cooldown: Duration::from_secs(parse(&env, "IP_COOLDOWN_PERIOD")?.unwrap_or(30)),
         };
+        if pool.cooldown > Duration::from_secs(MAX_COOLDOWN_SECS) {
+            return Err(err(
+                "IP_COOLDOWN_PERIOD",
+                &pool.cooldown.as_secs().to_string(),
+                &format!("must be at most {MAX_COOLDOWN_SECS} seconds"),
+            ));
+        }
         if pool.max_eni == Some(0) {
             return Err(err("MAX_ENI", "0", "must be at least 1 (the primary ENI)"));
         }
@@ -270,6 +280,7 @@ mod tests {
             ("VPC_CNI_SOCKET", "relative.sock"),
             ("MAX_ENI", "0"),
             ("IP_COOLDOWN_PERIOD", "-1"),
+            ("IP_COOLDOWN_PERIOD", "99999999999"),
             ("ENABLE_PREFIX_DELEGATION", "yes please"),
             ("VPC_CNI_SIM_SUBNET_CIDR", "192.168.0.0/24"),
             ("VPC_CNI_LOG_LEVEL", "loud"),

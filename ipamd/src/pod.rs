@@ -78,6 +78,8 @@ enum Entry {
     Adding,
     /// Wired.
     Ready(PodRecord),
+    /// A DEL or GC is unwiring it right now; nobody else may.
+    Deleting,
 }
 
 /// The service.
@@ -176,6 +178,15 @@ impl PodService {
                         code::TRY_AGAIN_LATER,
                         format!(
                             "an ADD for container {} ({}) is already in progress",
+                            key.container_id, key.ifname
+                        ),
+                    ))
+                }
+                Some(Entry::Deleting) => {
+                    return Err(CniError::new(
+                        code::TRY_AGAIN_LATER,
+                        format!(
+                            "container {} ({}) is being deleted",
                             key.container_id, key.ifname
                         ),
                     ))
@@ -280,29 +291,58 @@ impl PodService {
             &req.ifname
         };
         let key = AttachmentKey::new(&req.container_id, ifname);
-        let record = match self.entries().get(&key) {
-            Some(Entry::Ready(rec)) => rec.clone(),
-            Some(Entry::Adding) => {
-                return Err(CniError::new(
-                    code::TRY_AGAIN_LATER,
-                    format!("an ADD for container {} is in progress", key.container_id),
-                ))
-            }
-            None => {
-                tracing::debug!("DEL for an unknown attachment: nothing to do");
-                return Ok(());
-            }
+        let Some(record) = self.begin_delete(&key)? else {
+            tracing::debug!("DEL for an unknown attachment: nothing to do");
+            return Ok(());
         };
-        let (addr, table) = (record.addr, eni_table(record.eni_index));
-        blocking(|| self.dataplane.del_pod(addr, table)).map_err(|e| dataplane_error(e, "DEL"))?;
-        let removed = matches!(self.entries().remove(&key), Some(Entry::Ready(_)));
-        if removed {
-            self.alloc.release(&key);
-            self.schedule_reap(record.host_ifindex, record.host_ifname.clone());
-            self.store.changed();
-            tracing::info!(ip = %addr, "pod deleted");
-        }
+        let (addr, table, index) = (
+            record.addr,
+            eni_table(record.eni_index),
+            record.host_ifindex,
+        );
+        let unwired = blocking(|| self.dataplane.del_pod(addr, table, index));
+        self.finish_delete(&key, record.clone(), unwired.is_ok());
+        unwired.map_err(|e| dataplane_error(e, "DEL"))?;
+        self.schedule_reap(record.host_ifindex, record.host_ifname.clone());
+        tracing::info!(ip = %addr, "pod deleted");
         Ok(())
+    }
+
+    /// Claims an attachment for removal (Ready → Deleting), so a concurrent
+    /// DEL or GC of the same attachment cannot unwire it twice — the second
+    /// could remove what a new pod got since. `None` if it is unknown.
+    fn begin_delete(&self, key: &AttachmentKey) -> Result<Option<PodRecord>, CniError> {
+        let mut entries = self.entries();
+        match entries.get(key) {
+            None => Ok(None),
+            Some(Entry::Adding) => Err(CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("an ADD for container {} is in progress", key.container_id),
+            )),
+            Some(Entry::Deleting) => Err(CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("a DEL for container {} is in progress", key.container_id),
+            )),
+            Some(Entry::Ready(_)) => match entries.insert(key.clone(), Entry::Deleting) {
+                Some(Entry::Ready(rec)) => Ok(Some(rec)),
+                _ => unreachable!("checked Ready under the same lock"),
+            },
+        }
+    }
+
+    /// Ends what [`Self::begin_delete`] started: forgets the attachment and
+    /// frees its address under the same lock (so no ADD of the same key sees
+    /// one without the other), or puts it back if unwiring failed.
+    fn finish_delete(&self, key: &AttachmentKey, record: PodRecord, unwired: bool) {
+        let mut entries = self.entries();
+        if unwired {
+            entries.remove(key);
+            self.alloc.release(key);
+        } else {
+            entries.insert(key.clone(), Entry::Ready(record));
+        }
+        drop(entries);
+        self.store.changed();
     }
 
     fn schedule_reap(&self, index: u32, name: String) {
@@ -381,41 +421,34 @@ impl PodService {
     /// `cni.dev/valid-attachments`.
     pub async fn gc(&self, req: Request) -> Result<(), CniError> {
         let valid = valid_attachments(&req.config)?;
-        let stale: Vec<PodRecord> = self
+        let stale: Vec<AttachmentKey> = self
             .entries()
             .iter()
-            .filter_map(|(k, e)| match e {
-                Entry::Ready(rec) if !valid.contains(k) => Some(rec.clone()),
-                _ => None,
-            })
+            .filter(|(k, e)| matches!(e, Entry::Ready(_)) && !valid.contains(*k))
+            .map(|(k, _)| k.clone())
             .collect();
         let mut failures = Vec::new();
-        for rec in &stale {
-            let dp = self.dataplane.clone();
-            let (addr, table, index, name) = (
-                rec.addr,
-                eni_table(rec.eni_index),
-                rec.host_ifindex,
-                rec.host_ifname.clone(),
-            );
-            let res = tokio::task::spawn_blocking(move || {
-                dp.del_pod(addr, table)?;
-                dp.reap_link(index, &name)
-            })
-            .await;
-            match res {
-                Ok(Ok(_)) => {
-                    let key = AttachmentKey::new(&rec.container_id, &rec.ifname);
-                    self.entries().remove(&key);
-                    self.alloc.release(&key);
-                    tracing::info!(container_id = %rec.container_id, ip = %rec.addr, "GC released stale attachment");
+        for key in &stale {
+            // Skipped if a DEL got there first, or it is no longer Ready.
+            let Ok(Some(rec)) = self.begin_delete(key) else {
+                continue;
+            };
+            let (addr, table, index) = (rec.addr, eni_table(rec.eni_index), rec.host_ifindex);
+            let name = rec.host_ifname.clone();
+            let unwired = blocking(|| {
+                self.dataplane.del_pod(addr, table, index)?;
+                // The runtime says this attachment is gone: no namespace
+                // teardown will take the veth with it.
+                self.dataplane.reap_link(index, &name)
+            });
+            let ok = unwired.is_ok();
+            self.finish_delete(key, rec, ok);
+            match unwired {
+                Ok(_) => {
+                    tracing::info!(container_id = %key.container_id, ip = %addr, "GC released stale attachment")
                 }
-                Ok(Err(e)) => failures.push(format!("{}: {e}", rec.container_id)),
-                Err(e) => failures.push(format!("{}: {e}", rec.container_id)),
+                Err(e) => failures.push(format!("{}: {e}", key.container_id)),
             }
-        }
-        if !stale.is_empty() {
-            self.store.changed();
         }
         if failures.is_empty() {
             Ok(())
@@ -435,7 +468,7 @@ impl PodService {
             .values()
             .filter_map(|e| match e {
                 Entry::Ready(r) => Some(r.clone()),
-                Entry::Adding => None,
+                Entry::Adding | Entry::Deleting => None,
             })
             .collect();
         out.sort_by(|a, b| {
@@ -522,8 +555,18 @@ fn prev_result_ip(config: &Value) -> Option<String> {
 }
 
 fn valid_attachments(config: &Value) -> Result<HashSet<AttachmentKey>, CniError> {
-    let list = match config.get("cni.dev/valid-attachments") {
-        None => return Ok(HashSet::new()),
+    // The spec's drafts called it `cni.dev/attachments`. Without either,
+    // GC must not guess: an empty list would tear down every pod.
+    let list = match config
+        .get("cni.dev/valid-attachments")
+        .or_else(|| config.get("cni.dev/attachments"))
+    {
+        None => {
+            return Err(CniError::new(
+                code::INVALID_NETWORK_CONFIG,
+                "GC needs cni.dev/valid-attachments in the network config",
+            ))
+        }
         Some(Value::Array(list)) => list,
         Some(_) => {
             return Err(CniError::new(

@@ -31,30 +31,41 @@ fn version_answers_supported_versions_without_a_daemon() {
 }
 
 #[test]
-fn daemon_down_is_code_11_naming_the_socket() {
+fn daemon_down_is_code_11_or_50_for_status_naming_the_socket() {
     let dir = TempDir::new();
     let socket = dir.path().join("ipamd.sock");
     let shown = socket.display().to_string();
     let netns = "/run/netns/vpccni-e2e-no-daemon";
+    // STATUS has its own spec code for "cannot serve ADD now" (50); every
+    // other command says "try again later" (11). All name the socket.
     let calls = [
-        Plugin::new("ADD")
-            .container_id("c1")
-            .netns(netns)
-            .ifname("eth0"),
-        Plugin::new("DEL")
-            .container_id("c1")
-            .netns(netns)
-            .ifname("eth0"),
-        Plugin::new("CHECK")
-            .container_id("c1")
-            .netns(netns)
-            .ifname("eth0"),
-        Plugin::new("STATUS"),
-        Plugin::new("GC"),
+        (
+            Plugin::new("ADD")
+                .container_id("c1")
+                .netns(netns)
+                .ifname("eth0"),
+            11,
+        ),
+        (
+            Plugin::new("DEL")
+                .container_id("c1")
+                .netns(netns)
+                .ifname("eth0"),
+            11,
+        ),
+        (
+            Plugin::new("CHECK")
+                .container_id("c1")
+                .netns(netns)
+                .ifname("eth0"),
+            11,
+        ),
+        (Plugin::new("STATUS"), 50),
+        (Plugin::new("GC"), 11),
     ];
-    for call in calls {
+    for (call, code) in calls {
         let out = call.config(&conf("1.1.0", &socket)).run();
-        let e = out.err_code(11);
+        let e = out.err_code(code);
         assert_eq!(e["cniVersion"], "1.1.0", "{out}");
         assert!(
             out.msg().contains(&shown),

@@ -8,8 +8,8 @@
 //! secondary ENIs `ip rule` entries that send their traffic out of that ENI.
 //!
 //! Every call here is blocking (a few netlink round trips) and may enter a
-//! pod's namespace, so callers run it on the blocking pool
-//! (`tokio::task::spawn_blocking`), never on a runtime worker.
+//! pod's namespace for a moment, so callers run it outside the async
+//! scheduler: `block_in_place` on the pod path, `spawn_blocking` elsewhere.
 
 pub mod msg;
 pub mod naming;
@@ -161,21 +161,27 @@ impl NetlinkDataplane {
                 // Every pod gets "to pod → main", as in aws-node: replies from
                 // a pod on a secondary ENI would otherwise follow that pod's
                 // "from" rule out of its ENI instead of reaching this pod.
+                // Rules take no NLM_F_REPLACE (the kernel would append a
+                // duplicate); EXCL with EEXIST tolerated is idempotent.
                 Req::new(
                     msg::rule(true, pod.addr, false, msg::MAIN_TABLE, TO_POD_RULE_PRIORITY),
-                    Create::Replace,
+                    Create::Excl,
                     "add rule to pod",
-                ),
+                )
+                .tolerate(&[libc::EEXIST]),
             ]);
             if let Some(table) = pod.eni_table {
-                host.push(Req::new(
-                    msg::rule(true, pod.addr, true, table, FROM_POD_RULE_PRIORITY),
-                    Create::Replace,
-                    "add rule from pod",
-                ));
+                host.push(
+                    Req::new(
+                        msg::rule(true, pod.addr, true, table, FROM_POD_RULE_PRIORITY),
+                        Create::Excl,
+                        "add rule from pod",
+                    )
+                    .tolerate(&[libc::EEXIST]),
+                );
             }
             if let Err(e) = node.batch(host) {
-                let _ = self.del_host_side(node, pod.addr, pod.eni_table);
+                let _ = self.del_host_side(node, pod.addr, pod.eni_table, Some(host_ifindex));
                 undo_veth(node);
                 return Err(e.into());
             }
@@ -236,10 +242,11 @@ impl NetlinkDataplane {
         node: &mut NlSocket,
         addr: Ipv4Addr,
         eni_table: Option<u32>,
+        host_ifindex: Option<u32>,
     ) -> Result<()> {
         const GONE: &[i32] = &[libc::ESRCH, libc::ENOENT];
         let mut reqs = vec![Req::new(
-            msg::del_route(addr, 32, msg::MAIN_TABLE),
+            msg::del_route(addr, 32, msg::MAIN_TABLE, host_ifindex),
             Create::No,
             format!("delete host route {addr}/32"),
         )
@@ -270,8 +277,8 @@ impl NetlinkDataplane {
     /// rules. The veth itself is left to the runtime's namespace teardown
     /// (or [`Self::reap_link`] later), because deleting a link costs a ≈ 20 ms
     /// RCU grace period under the RTNL lock. Missing pieces are not errors.
-    pub fn del_pod(&self, addr: Ipv4Addr, eni_table: Option<u32>) -> Result<()> {
-        self.with_node_socket(|node| self.del_host_side(node, addr, eni_table))
+    pub fn del_pod(&self, addr: Ipv4Addr, eni_table: Option<u32>, host_ifindex: u32) -> Result<()> {
+        self.with_node_socket(|node| self.del_host_side(node, addr, eni_table, Some(host_ifindex)))
     }
 
     /// Deletes host link `index` if it still exists and still has `name`

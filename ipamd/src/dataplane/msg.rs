@@ -186,11 +186,16 @@ pub fn new_default_route(gw: Ipv4Addr, oif: u32, table: u32, onlink: bool) -> Ro
     RouteNetlinkMessage::NewRoute(msg)
 }
 
-/// `ip route del <dst>/<prefix> table <table>`.
-pub fn del_route(dst: Ipv4Addr, prefix: u8, table: u32) -> RouteNetlinkMessage {
+/// `ip route del <dst>/<prefix> [dev <oif>] table <table>`.
+/// With `oif`, only the route through that link goes: a route the same
+/// address got since through another link is left alone.
+pub fn del_route(dst: Ipv4Addr, prefix: u8, table: u32, oif: Option<u32>) -> RouteNetlinkMessage {
     let mut msg = route(dst, prefix, table, RouteScope::NoWhere);
     msg.header.protocol = RouteProtocol::Unspec;
     msg.header.kind = RouteType::Unspec;
+    if let Some(oif) = oif {
+        msg.attributes.push(RouteAttribute::Oif(oif));
+    }
     RouteNetlinkMessage::DelRoute(msg)
 }
 

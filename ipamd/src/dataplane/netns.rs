@@ -1,7 +1,8 @@
 //! Entering a pod's network namespace just long enough to open a socket.
 //!
-//! `setns` changes the calling thread only, so this runs on blocking-pool
-//! threads, never on a tokio worker. A netlink socket stays bound to the
+//! `setns` changes the calling thread only, so this runs on a thread that
+//! runs no other task meanwhile (a blocking-pool thread, or a worker inside
+//! `block_in_place`). A netlink socket stays bound to the
 //! namespace it was created in, so we enter, open, and leave at once; all the
 //! pod-side work then goes through that socket from the daemon's namespace.
 

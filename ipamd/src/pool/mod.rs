@@ -69,12 +69,12 @@ impl Limits {
 /// How many addresses the pool should hold for `used` pods.
 pub fn desired_total(settings: &PoolSettings, limits: &Limits, used: u32) -> u32 {
     let want = match settings.warm_ip_target {
-        Some(warm) => used + warm,
-        None => used + settings.warm_eni_target * limits.ips_per_eni,
+        Some(warm) => used.saturating_add(warm),
+        None => used.saturating_add(settings.warm_eni_target.saturating_mul(limits.ips_per_eni)),
     };
     // At least one free address, so an ADD that finds the pool empty
     // always makes it grow (WARM_IP_TARGET=0 would otherwise stall it).
-    want.max(used + 1)
+    want.max(used.saturating_add(1))
         .max(settings.minimum_ip_target.unwrap_or(0))
         .min(limits.capacity())
 }
@@ -346,12 +346,24 @@ impl Pool {
     /// The controller loop: fill now, then whenever nudged, and every
     /// `resync` (a blocked pool retries then: a subnet may have freed up).
     pub async fn run(self: Arc<Self>, resync: Duration) {
+        // A blocked pool (subnet full, limit, throttled) is retried once per
+        // `resync`, not on every ADD's nudge: otherwise each pod would cost
+        // one more failing cloud call.
+        let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
-            self.fill().await;
-            let _ = tokio::time::timeout(resync, self.wake.notified()).await;
-            if self.blocked_reason().is_some() {
+            let now = tokio::time::Instant::now();
+            if retry_at.is_some_and(|t| now >= t) {
                 *self.blocked.lock().expect("pool mutex poisoned") = None;
+                retry_at = None;
             }
+            if self.blocked_reason().is_none() {
+                self.fill().await;
+                if self.blocked_reason().is_some() {
+                    retry_at = Some(tokio::time::Instant::now() + resync);
+                }
+            }
+            let wait = retry_at.map_or(resync, |t| t.saturating_duration_since(now));
+            let _ = tokio::time::timeout(wait, self.wake.notified()).await;
         }
     }
 }
