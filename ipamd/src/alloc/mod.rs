@@ -144,7 +144,10 @@ impl Slot {
 
 /// The allocator.
 pub struct Allocator {
+    /// One ring per shard (threads release into their home shard), then
+    /// one more for addresses that were never used ([`Self::fresh`]).
     rings: Box<[Ring]>,
+    shards: usize,
     /// Every slot id the allocator can ever use: live addresses plus retired
     /// ones whose ring entry has not been dropped yet.
     slots: Box<[Slot]>,
@@ -190,7 +193,9 @@ impl Allocator {
         // Each ring must be able to hold every entry (releases go to the
         // releasing thread's ring, whichever that is): the live slots plus
         // retired ones not yet dropped, hence twice the capacity.
-        let rings: Box<[Ring]> = (0..shards)
+        // +1: the ring of never-used addresses. Keeping them apart means a
+        // fresh address is never stuck behind one that is still cooling.
+        let rings: Box<[Ring]> = (0..shards + 1)
             .map(|_| Ring::with_capacity(capacity * 2))
             .collect();
         let ids = rings[0].capacity();
@@ -198,6 +203,7 @@ impl Allocator {
             slots: (0..ids).map(|_| Slot::unused()).collect(),
             recycled: Ring::with_capacity(ids),
             rings,
+            shards,
             owners: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
             admin: Mutex::new(Admin {
                 index: HashMap::new(),
@@ -221,7 +227,7 @@ impl Allocator {
     }
 
     fn home(&self) -> usize {
-        HOME.with(|h| h.get()) % self.rings.len()
+        HOME.with(|h| h.get()) % self.shards
     }
 
     /// Adds addresses of ENI `eni_index` to the pool. Addresses already in
@@ -250,7 +256,7 @@ impl Allocator {
         while let Some(e) = self.recycled.pop() {
             admin.spare.push(e.slot);
         }
-        for (i, addr) in fresh.into_iter().enumerate() {
+        for addr in fresh {
             let id = admin
                 .spare
                 .pop()
@@ -262,7 +268,7 @@ impl Allocator {
             admin.index.insert(addr, id);
             // Fresh addresses are cooled: they were never used.
             self.push(
-                i,
+                self.fresh(),
                 Entry {
                     slot: id,
                     released_ms: 0,
@@ -272,6 +278,12 @@ impl Allocator {
         Ok(())
     }
 
+    /// The index of the ring of never-used addresses.
+    fn fresh(&self) -> usize {
+        self.shards
+    }
+
+    /// Pushes into ring `start`, or the next one with room.
     fn push(&self, start: usize, entry: Entry) {
         let n = self.rings.len();
         let mut entry = entry;
@@ -316,14 +328,20 @@ impl Allocator {
     pub fn alloc_slot(&self) -> Option<SlotId> {
         let now = self.now_ms();
         let cooled = |e: &Entry| now.saturating_sub(e.released_ms) >= self.cooldown_ms;
-        let n = self.rings.len();
         let home = self.home();
+        // Our own shard first (its lines are warm in this core's cache),
+        // then never-used addresses, then the other shards.
+        let order = || {
+            std::iter::once(home)
+                .chain(std::iter::once(self.fresh()))
+                .chain((1..self.shards).map(move |k| (home + k) % self.shards))
+        };
         // Set once a scan found nothing: the pushes seen before the next scan.
         let mut pushes_before: Option<u64> = None;
         for attempt in 0u32.. {
             let mut busy = false;
-            for k in 0..n {
-                let ring = &self.rings[(home + k) % n];
+            for i in order() {
+                let ring = &self.rings[i];
                 loop {
                     match ring.pop_if(cooled) {
                         Pop::Taken(e) if self.claim(e.slot) => return Some(e.slot),

@@ -58,6 +58,27 @@ fn cooling_addresses_are_not_reused_while_others_are_free() {
     assert_eq!(a.cooldown_bypassed(), 0);
 }
 
+/// Addresses added while others cool are never stuck behind a cooling one
+/// (they wait in a ring of their own), so a growing pool never bypasses
+/// the cooldown.
+#[test]
+fn addresses_added_later_come_before_cooling_ones() {
+    let a = Allocator::new(64, Duration::from_secs(30));
+    a.grow(0, &[ip(10), ip(11)]).unwrap();
+    let first = a.allocate(&key("a")).unwrap().addr;
+    a.allocate(&key("b")).unwrap();
+    a.release(&key("a"));
+    a.grow(1, &(20..40).map(ip).collect::<Vec<_>>()).unwrap();
+    for n in 0..20 {
+        let got = a.allocate(&key(&format!("n{n}"))).unwrap().addr;
+        assert_ne!(got, first, "a cooling address came before a fresh one");
+    }
+    assert_eq!(a.cooldown_bypassed(), 0);
+    // Only now, with nothing else left, the cooling one is taken.
+    assert_eq!(a.allocate(&key("last")).unwrap().addr, first);
+    assert_eq!(a.cooldown_bypassed(), 1);
+}
+
 #[test]
 fn cooldown_never_starves_and_takes_the_longest_rested() {
     let a = Allocator::new(8, Duration::from_secs(30));
