@@ -4,12 +4,13 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::alloc::AttachmentKey;
 use crate::cloud::sim::{SimCloud, SimConfig, VethFabric};
 use crate::cloud::Cloud;
 use crate::config::{CloudKind, Config};
 use crate::dataplane::NetlinkDataplane;
 use crate::metrics::Metrics;
-use crate::pod::PodService;
+use crate::pod::{PodRecord, PodService};
 use crate::pool::Pool;
 use crate::server::{self, ServiceSlot};
 use crate::store::Store;
@@ -96,7 +97,12 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
             ))
         }
     };
-    let pool = Pool::start(cloud, dataplane.clone(), config.pool, config.mtu)
+    let restored: Vec<PodRecord> = store.load().unwrap_or_default();
+    let held: Vec<(AttachmentKey, std::net::Ipv4Addr)> = restored
+        .iter()
+        .map(|r| (AttachmentKey::new(&r.container_id, &r.ifname), r.addr))
+        .collect();
+    let pool = Pool::start(cloud, dataplane.clone(), config.pool, config.mtu, &held)
         .await
         .map_err(|e| StartError::Cloud(e.to_string()))?;
     let alloc = pool.alloc().clone();
@@ -111,6 +117,10 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
         config.mtu,
         config.veth_reap_delay,
     ));
+    if !restored.is_empty() {
+        service.restore(restored);
+        pool.nudge();
+    }
     let for_store = service.clone();
     tokio::spawn(store.run(CHECKPOINT_EVERY, move || for_store.records()));
     tokio::spawn(pool.clone().run(POOL_RESYNC));

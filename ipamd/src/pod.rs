@@ -15,7 +15,7 @@ use cni_plugin::error as code;
 use cni_plugin::result::{AddResult, Interface, IpConfig, Route, CURRENT_VERSION};
 use cni_plugin::wire::Request;
 use cni_plugin::CniError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::alloc::{Allocator, AttachmentKey, Lease};
@@ -29,7 +29,7 @@ use crate::store::Store;
 const GROWTH_WAIT: Duration = Duration::from_secs(5);
 
 /// One wired attachment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodRecord {
     /// `CNI_CONTAINERID`.
@@ -56,7 +56,6 @@ pub struct PodRecord {
     pub created_unix: u64,
     /// The result ADD returned (returned again for a repeated ADD). Shared,
     /// so the checkpoint's snapshots of every record do not copy it.
-    #[serde(skip)]
     pub result: Arc<Value>,
 }
 
@@ -459,6 +458,27 @@ impl PodService {
             )
             .with_details(failures.join("; ")))
         }
+    }
+
+    /// Takes back the attachments of the last checkpoint after a restart:
+    /// their addresses were reserved in the allocator before the pool was
+    /// filled, so they are never handed to another pod, and DEL, CHECK and a
+    /// repeated ADD of those pods work as before the restart. (Comparing
+    /// them with the kernel and the runtime is the crash-safety work that
+    /// builds on this.)
+    pub fn restore(&self, records: Vec<PodRecord>) {
+        let mut entries = self.entries();
+        for rec in records {
+            let key = AttachmentKey::new(&rec.container_id, &rec.ifname);
+            if self.alloc.lookup(&key).is_none_or(|l| l.addr != rec.addr) {
+                tracing::warn!(
+                    container_id = %rec.container_id, ip = %rec.addr,
+                    "restored pod's address is not in the pool yet; it stays reserved for it"
+                );
+            }
+            entries.insert(key, Entry::Ready(rec));
+        }
+        tracing::info!(pods = entries.len(), "pods restored from the checkpoint");
     }
 
     /// Every wired attachment.

@@ -484,6 +484,8 @@ pub struct Node {
     child: Option<Child>,
     socket: PathBuf,
     log: PathBuf,
+    /// Extra environment of the daemon, kept for restarts.
+    env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -508,31 +510,57 @@ impl Node {
         let dir = TempDir::new();
         let socket = dir.path().join("ipamd.sock");
         let log = dir.path().join("ipamd.log");
-        let log_file = File::create(&log).expect("create the daemon log");
+        let mut node = Node {
+            netns,
+            dir,
+            child: None,
+            socket,
+            log,
+            env: extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        node.child = Some(node.spawn_daemon());
+        node
+    }
+
+    /// `ip netns exec <node> ipamd serve`, its output appended to the log.
+    fn spawn_daemon(&self) -> Child {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the daemon log");
         let log_err = log_file.try_clone().expect("dup the daemon log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", netns.name()])
+        Command::new("ip")
+            .args(["netns", "exec", self.netns.name()])
             .arg(bin_path("ipamd"))
             .arg("serve")
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("NO_COLOR", "1")
             .env("VPC_CNI_CLOUD", "sim")
-            .env("VPC_CNI_SOCKET", &socket)
-            .env("VPC_CNI_STATE_DIR", dir.path().join("state"))
-            .envs(extra_env.iter().copied())
+            .env("VPC_CNI_SOCKET", &self.socket)
+            .env("VPC_CNI_STATE_DIR", self.dir.path().join("state"))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err)
             .spawn()
-            .expect("spawn ip netns exec ipamd serve");
-        Node {
-            netns,
-            dir,
-            child: Some(child),
-            socket,
-            log,
+            .expect("spawn ip netns exec ipamd serve")
+    }
+
+    /// Kills the daemon with SIGKILL (a crash: no clean-up of its own),
+    /// starts it again with the same settings and state, and waits until it
+    /// is ready.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        self.child = Some(self.spawn_daemon());
+        self.wait_ready();
     }
 
     /// Waits (at most [`READY_TIMEOUT`]) until the plugin's STATUS succeeds.

@@ -92,6 +92,25 @@ pub enum GrowError {
     },
 }
 
+/// Why a reservation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReserveError {
+    /// The address is already in the pool (reserve before filling it).
+    #[error("{addr} is already in the pool")]
+    InPool {
+        /// The address.
+        addr: Ipv4Addr,
+    },
+    /// Another attachment reserved it.
+    #[error("{addr} is already reserved for container {}", other.container_id)]
+    Taken {
+        /// The address.
+        addr: Ipv4Addr,
+        /// Who reserved it.
+        other: AttachmentKey,
+    },
+}
+
 /// Counts for status and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -172,6 +191,9 @@ struct Admin {
     index: HashMap<Ipv4Addr, SlotId>,
     /// Slots not in use, ready to take a new address (lowest id last).
     spare: Vec<SlotId>,
+    /// Addresses that attachments held before a restart but that the pool
+    /// does not have (yet): when one joins the pool it is born held.
+    reserved: HashMap<Ipv4Addr, AttachmentKey>,
 }
 
 static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
@@ -208,6 +230,7 @@ impl Allocator {
             admin: Mutex::new(Admin {
                 index: HashMap::new(),
                 spare: (0..ids as SlotId).rev().collect(),
+                reserved: HashMap::new(),
             }),
             capacity,
             lingering: AtomicUsize::new(0),
@@ -264,8 +287,15 @@ impl Allocator {
             let slot = &self.slots[id as usize];
             slot.addr.store(u32::from(addr), Ordering::Relaxed);
             slot.eni_index.store(eni_index, Ordering::Relaxed);
-            slot.state.store(FREE, Ordering::Release);
             admin.index.insert(addr, id);
+            if let Some(key) = admin.reserved.remove(&addr) {
+                // Held by an attachment from before a restart: never free,
+                // so it gets no ring entry.
+                slot.state.store(HELD, Ordering::Release);
+                self.owners.pin().insert(key, id);
+                continue;
+            }
+            slot.state.store(FREE, Ordering::Release);
             // Fresh addresses are cooled: they were never used.
             self.push(
                 self.fresh(),
@@ -454,9 +484,41 @@ impl Allocator {
         }
     }
 
+    /// Records that `key` holds `addr` (restoring allocations after a
+    /// restart), before the address is in the pool: when `grow` adds it, it
+    /// is held by `key` from the start and never handed to anyone else.
+    /// Call it before the pool is filled. Fails if the address is already in
+    /// the pool or reserved for another key.
+    pub fn reserve(&self, key: &AttachmentKey, addr: Ipv4Addr) -> Result<(), ReserveError> {
+        let mut admin = self.admin.lock().expect("allocator admin mutex poisoned");
+        if admin.index.contains_key(&addr) {
+            return Err(ReserveError::InPool { addr });
+        }
+        match admin.reserved.get(&addr) {
+            Some(other) if other != key => Err(ReserveError::Taken {
+                addr,
+                other: other.clone(),
+            }),
+            _ => {
+                admin.reserved.insert(addr, key.clone());
+                Ok(())
+            }
+        }
+    }
+
     /// Takes `key`'s address back; `None` if it held none.
     pub fn release(&self, key: &AttachmentKey) -> Option<Lease> {
-        let id = *self.owners.pin().remove(key)?;
+        let Some(id) = self.owners.pin().remove(key).copied() else {
+            // A reservation whose address never joined the pool.
+            let mut admin = self.admin.lock().expect("allocator admin mutex poisoned");
+            let addr = admin
+                .reserved
+                .iter()
+                .find(|(_, k)| *k == key)
+                .map(|(a, _)| *a)?;
+            admin.reserved.remove(&addr);
+            return None;
+        };
         let lease = self.slot_lease(id);
         self.free_slot(id);
         Some(lease)

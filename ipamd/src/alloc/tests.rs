@@ -394,3 +394,42 @@ fn churn_never_fails_while_addresses_are_free() {
         assert_eq!(a.usage(), Usage { total: 64, used: 0 });
     }
 }
+
+/// Addresses held before a restart are reserved before the pool is filled:
+/// they join the pool held by their owner and are never handed out.
+#[test]
+fn reserved_addresses_join_the_pool_held() {
+    let a = no_cooldown(8);
+    a.reserve(&key("old"), ip(11)).unwrap();
+    assert!(matches!(
+        a.reserve(&key("other"), ip(11)),
+        Err(ReserveError::Taken { .. })
+    ));
+    a.grow(0, &[ip(10), ip(11), ip(12)]).unwrap();
+    assert_eq!(a.lookup(&key("old")).map(|l| l.addr), Some(ip(11)));
+    assert_eq!(a.usage(), Usage { total: 3, used: 1 });
+    let others: HashSet<_> = ["x", "y"]
+        .iter()
+        .map(|k| a.allocate(&key(k)).unwrap().addr)
+        .collect();
+    assert!(!others.contains(&ip(11)));
+    assert!(a.allocate(&key("z")).is_err(), "only two were free");
+    // Released like any other.
+    assert_eq!(a.release(&key("old")).map(|l| l.addr), Some(ip(11)));
+    assert_eq!(a.allocate(&key("z")).unwrap().addr, ip(11));
+    // Too late once the address is in the pool.
+    assert!(matches!(
+        a.reserve(&key("late"), ip(10)),
+        Err(ReserveError::InPool { .. })
+    ));
+}
+
+/// A reservation whose address never joins the pool is dropped by release.
+#[test]
+fn an_unfulfilled_reservation_is_released() {
+    let a = no_cooldown(8);
+    a.reserve(&key("old"), ip(50)).unwrap();
+    assert_eq!(a.release(&key("old")), None);
+    a.grow(0, &[ip(50)]).unwrap();
+    assert_eq!(a.usage(), Usage { total: 1, used: 0 });
+}

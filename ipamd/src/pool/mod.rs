@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::alloc::{Allocator, Usage};
+use crate::alloc::{Allocator, AttachmentKey, Usage};
 use crate::cloud::{Cloud, CloudError, Eni, InstanceLimits, NodeInfo};
 use crate::config::PoolSettings;
 use crate::dataplane::NetlinkDataplane;
@@ -139,11 +139,15 @@ pub struct Pool {
 impl Pool {
     /// Reads the node and its ENIs, sets up secondary ENI links, and puts
     /// their addresses into the allocator. Does not grow the pool yet.
+    /// `held` are allocations from before a restart: their addresses are
+    /// reserved before any ENI's addresses enter the allocator, so they are
+    /// never handed to another pod.
     pub async fn start(
         cloud: Arc<dyn Cloud>,
         dataplane: Arc<NetlinkDataplane>,
         settings: PoolSettings,
         mtu: u32,
+        held: &[(AttachmentKey, Ipv4Addr)],
     ) -> Result<Arc<Self>, CloudError> {
         let node = cloud.node().await?;
         let limits = Limits::new(&node.limits, &settings);
@@ -151,6 +155,11 @@ impl Pool {
             limits.capacity() as usize,
             settings.cooldown,
         ));
+        for (key, addr) in held {
+            if let Err(e) = alloc.reserve(key, *addr) {
+                tracing::warn!(container_id = %key.container_id, error = %e, "allocation from the checkpoint not restored");
+            }
+        }
         let pool = Arc::new(Self {
             cloud: cloud.clone(),
             alloc,

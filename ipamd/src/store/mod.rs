@@ -1,10 +1,12 @@
 //! The checkpoint of allocations under the state directory.
 //!
-//! Today it is a snapshot written in the background after changes
-//! (coalesced, write + fsync + rename + directory fsync), so operators and the
-//! next start can see what was allocated; it is kept off the ADD path.
-//! Making ADD wait for durability, and reconciling from the checkpoint on
-//! restart, is the crash-safety work that builds on this.
+//! A snapshot written in the background after changes (coalesced, write +
+//! fsync + rename + directory fsync), kept off the ADD path; at start ipamd
+//! reads it back so running pods keep their addresses. An ADD that returned
+//! within the coalescing window (100 ms) before a crash is not in it yet:
+//! making ADD wait for durability (group commit or a journal) and
+//! reconciling with the kernel and the runtime is the crash-safety work that
+//! builds on this.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -12,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 /// Format version of the checkpoint file.
@@ -41,8 +44,8 @@ pub struct Store {
     dirty: Notify,
 }
 
-#[derive(Serialize)]
-struct Checkpoint<T: Serialize> {
+#[derive(Serialize, Deserialize)]
+struct Checkpoint<T> {
     version: u32,
     allocations: T,
 }
@@ -57,17 +60,39 @@ impl Store {
         };
         fs::create_dir_all(dir).map_err(io)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
-        let previous = dir.join(CHECKPOINT_FILE);
-        if previous.exists() {
-            tracing::warn!(
-                path = %previous.display(),
-                "found a checkpoint from an earlier run; this version does not restore it and starts with an empty pool view"
-            );
-        }
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
             dirty: Notify::new(),
         }))
+    }
+
+    /// The allocations of the last checkpoint, if there is a readable one.
+    /// A missing file is a first start; an unreadable one is reported and
+    /// set aside (renamed `*.unreadable`) so that it is kept for a human and
+    /// the next checkpoint does not overwrite the evidence.
+    pub fn load<T: DeserializeOwned>(&self) -> Option<T> {
+        let path = self.dir.join(CHECKPOINT_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read the checkpoint");
+                return None;
+            }
+        };
+        match serde_json::from_slice::<Checkpoint<T>>(&bytes) {
+            Ok(c) if c.version == CHECKPOINT_VERSION => Some(c.allocations),
+            Ok(c) => {
+                tracing::error!(path = %path.display(), version = c.version, "checkpoint of an unknown version; not restored");
+                None
+            }
+            Err(e) => {
+                let aside = path.with_extension("json.unreadable");
+                let _ = std::fs::rename(&path, &aside);
+                tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %e, "checkpoint unreadable; starting without it");
+                None
+            }
+        }
     }
 
     /// Marks the allocations as changed; the writer picks it up.
@@ -128,6 +153,28 @@ pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Stor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_checkpoint_is_set_aside() {
+        let dir = std::env::temp_dir().join(format!("vpc-cni-store-bad-{}", std::process::id()));
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.load::<Vec<u32>>(), None, "no file: first start");
+        fs::write(
+            dir.join(CHECKPOINT_FILE),
+            b"{\"version\": 1, \"allocations\": [1, 2",
+        )
+        .unwrap();
+        assert_eq!(store.load::<Vec<u32>>(), None);
+        assert!(dir.join("checkpoint.json.unreadable").exists());
+        write_atomically(
+            &dir,
+            CHECKPOINT_FILE,
+            b"{\"version\": 1, \"allocations\": [1, 2]}",
+        )
+        .unwrap();
+        assert_eq!(store.load::<Vec<u32>>(), Some(vec![1, 2]));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn atomic_write_replaces_the_file() {
