@@ -209,6 +209,7 @@ impl PodService {
                 req.args.namespace.as_deref(),
                 req.args.name.as_deref(),
                 &req.container_id,
+                &req.ifname,
             ),
             addr: lease.addr,
             mtu,
