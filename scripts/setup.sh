@@ -3,7 +3,13 @@
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 
-packages=(iproute2 iputils-ping util-linux containernetworking-plugins)
+if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: run as root: the demo and the privileged tests create network namespaces" >&2
+    exit 1
+fi
+
+# libc6-dev: the static glibc the release build links the plugin against.
+packages=(iproute2 iputils-ping util-linux containernetworking-plugins libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,10 +21,6 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [[ $(id -u) -ne 0 ]]; then
-    echo "setup: run as root: the demo and the privileged tests create network namespaces" >&2
-    exit 1
-fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "setup: installing cargo-nextest"
