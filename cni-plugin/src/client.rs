@@ -288,13 +288,9 @@ mod tests {
             std::thread::sleep(Duration::from_millis(600));
             drop(stream);
         });
-        let started = Instant::now();
+        // Without the timeout the call would end when the daemon closes,
+        // with a different error (106): code 11 and the message prove it fired.
         let err = call(&daemon.socket, &request(), Duration::from_millis(150)).unwrap_err();
-        assert!(
-            started.elapsed() < Duration::from_millis(550),
-            "{:?}",
-            started.elapsed()
-        );
         assert_eq!(err.code, TRY_AGAIN_LATER);
         assert!(
             err.msg.contains("did not answer within 150 ms"),
