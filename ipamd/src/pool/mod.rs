@@ -7,7 +7,7 @@
 //! attaching ENIs up to the instance type's limit. The decision ([`plan`]) is
 //! pure; [`Pool`] executes it without holding any lock across a cloud call.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -129,6 +129,8 @@ pub struct Pool {
     limits: Limits,
     mtu: u32,
     enis: Mutex<BTreeMap<u32, Eni>>,
+    /// ENIs attached but whose link is not set up yet (device indexes).
+    unlinked: Mutex<BTreeSet<u32>>,
     wake: Notify,
     grown: Notify,
     ready: AtomicBool,
@@ -169,13 +171,18 @@ impl Pool {
             limits,
             mtu,
             enis: Mutex::new(BTreeMap::new()),
+            unlinked: Mutex::new(BTreeSet::new()),
             wake: Notify::new(),
             grown: Notify::new(),
             ready: AtomicBool::new(false),
             blocked: Mutex::new(None),
         });
         for eni in cloud.enis().await? {
-            pool.adopt(eni).await?;
+            if let Err(e) = pool.adopt(eni).await {
+                // Retried by every fill; the pool reports itself blocked.
+                tracing::warn!(error = %e, "ENI attached but not usable yet");
+                *pool.blocked.lock().expect("pool mutex poisoned") = Some(e.to_string());
+            }
         }
         tracing::info!(
             instance_id = %pool.node.instance_id,
@@ -187,21 +194,74 @@ impl Pool {
         Ok(pool)
     }
 
+    /// Takes an attached ENI into the pool. A secondary ENI's link is set up
+    /// first; if that fails (on EC2 the link can appear late) the ENI is
+    /// still recorded, so its device index is not attached again, but its
+    /// addresses wait until [`Self::relink`] succeeds.
     async fn adopt(&self, eni: Eni) -> Result<(), CloudError> {
-        if let Some(table) = eni_table(eni.device_index) {
-            let dp = self.dataplane.clone();
-            let (mac, gw, mtu) = (eni.mac, eni.subnet.gateway(), self.mtu);
-            let res = tokio::task::spawn_blocking(move || dp.setup_eni(mac, table, gw, mtu))
-                .await
-                .map_err(|e| link_error(&eni, e.to_string()))?;
-            let name = res.map_err(|e| link_error(&eni, e.to_string()))?;
-            tracing::info!(eni = %eni.id, link = %name, table, "secondary ENI link set up");
-        }
-        self.grow_alloc(eni.device_index, &eni.secondary_ips);
+        let linked = self.link(&eni).await;
+        let (index, ips) = (eni.device_index, eni.secondary_ips.clone());
         self.enis
             .lock()
             .expect("pool mutex poisoned")
-            .insert(eni.device_index, eni);
+            .insert(index, eni);
+        match linked {
+            Ok(()) => {
+                self.grow_alloc(index, &ips);
+                Ok(())
+            }
+            Err(e) => {
+                self.unlinked
+                    .lock()
+                    .expect("pool mutex poisoned")
+                    .insert(index);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sets up a secondary ENI's link and route table (nothing for the primary).
+    async fn link(&self, eni: &Eni) -> Result<(), CloudError> {
+        let Some(table) = eni_table(eni.device_index) else {
+            return Ok(());
+        };
+        let dp = self.dataplane.clone();
+        let (mac, gw, mtu) = (eni.mac, eni.subnet.gateway(), self.mtu);
+        let name = tokio::task::spawn_blocking(move || dp.setup_eni(mac, table, gw, mtu))
+            .await
+            .map_err(|e| link_error(eni, e.to_string()))?
+            .map_err(|e| link_error(eni, e.to_string()))?;
+        tracing::info!(eni = %eni.id, link = %name, table, "secondary ENI link set up");
+        Ok(())
+    }
+
+    /// Retries the link set-up of ENIs whose first attempt failed; their
+    /// addresses join the allocator once it succeeds.
+    async fn relink(&self) -> Result<(), CloudError> {
+        let pending: Vec<u32> = self
+            .unlinked
+            .lock()
+            .expect("pool mutex poisoned")
+            .iter()
+            .copied()
+            .collect();
+        for index in pending {
+            let Some(eni) = self
+                .enis
+                .lock()
+                .expect("pool mutex poisoned")
+                .get(&index)
+                .cloned()
+            else {
+                continue;
+            };
+            self.link(&eni).await?;
+            self.unlinked
+                .lock()
+                .expect("pool mutex poisoned")
+                .remove(&index);
+            self.grow_alloc(index, &eni.secondary_ips);
+        }
         Ok(())
     }
 
@@ -275,14 +335,31 @@ impl Pool {
 
     /// Runs one fill pass: steps until the target is met or a step fails.
     pub async fn fill(&self) {
+        if let Err(e) = self.relink().await {
+            tracing::warn!(error = %e, "ENI link still not usable");
+            *self.blocked.lock().expect("pool mutex poisoned") = Some(e.to_string());
+            self.grown.notify_waiters();
+            self.ready.store(true, Ordering::Release);
+            return;
+        }
         loop {
-            let counts: BTreeMap<u32, u32> = self
-                .enis
-                .lock()
-                .expect("pool mutex poisoned")
-                .iter()
-                .map(|(i, e)| (*i, e.secondary_ips.len() as u32))
-                .collect();
+            let counts: BTreeMap<u32, u32> = {
+                let unlinked = self.unlinked.lock().expect("pool mutex poisoned").clone();
+                self.enis
+                    .lock()
+                    .expect("pool mutex poisoned")
+                    .iter()
+                    // An ENI without its link takes no new addresses.
+                    .map(|(i, e)| {
+                        let n = if unlinked.contains(i) {
+                            self.limits.ips_per_eni
+                        } else {
+                            e.secondary_ips.len() as u32
+                        };
+                        (*i, n)
+                    })
+                    .collect()
+            };
             let used = self.alloc.usage().used as u32;
             let step = plan(&self.settings, &self.limits, &counts, used);
             let result = match step {
