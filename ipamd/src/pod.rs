@@ -390,13 +390,9 @@ impl PodService {
                 ));
             }
         }
-        let dp = self.dataplane.clone();
         let mut pod = record.pod_net();
         pod.netns = req.netns.clone();
-        tokio::task::spawn_blocking(move || dp.check_pod(&pod))
-            .await
-            .map_err(|e| CniError::new(code::INTERNAL, format!("dataplane task failed: {e}")))?
-            .map_err(|e| dataplane_error(e, "CHECK"))
+        blocking(|| self.dataplane.check_pod(&pod)).map_err(|e| dataplane_error(e, "CHECK"))
     }
 
     /// CNI STATUS: ready when an ADD could get an address now or soon.

@@ -307,23 +307,6 @@ impl NetlinkDataplane {
         })
     }
 
-    /// Deletes a host veth by name now (GC of a pod whose runtime is gone).
-    pub fn del_link_by_name(&self, name: &str) -> Result<()> {
-        self.with_node_socket(|node| {
-            if let Some(index) = find_link(node, name)? {
-                node.request(
-                    Req::new(
-                        msg::del_link(index),
-                        Create::No,
-                        format!("delete host veth {name}"),
-                    )
-                    .tolerate(&[libc::ENODEV]),
-                )?;
-            }
-            Ok(())
-        })
-    }
-
     /// CNI CHECK: the pod's interface, address and routes, and the host
     /// route, are as ADD left them.
     pub fn check_pod(&self, pod: &PodNet) -> Result<()> {
