@@ -20,7 +20,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::{bin_path, Netns, Node};
+use crate::{bin_path, wait_until, Netns, Node};
 
 /// Overrides where the offline image archives are looked up.
 pub const IMAGES_ENV: &str = "VPC_CNI_E2E_IMAGES";
@@ -279,37 +279,128 @@ fn tail(path: &Path, bytes: u64) -> String {
 // Clean-up after a runtime
 // ---------------------------------------------------------------------------
 
-/// SIGKILLs every process whose command line names a path under `dir`
-/// (containerd shims, conmons, container processes a runtime left behind
-/// when a test failed) and returns their pids. Only processes that point
-/// into the test's own temporary directory are touched.
-pub fn kill_processes_under(dir: &Path) -> Vec<i32> {
-    let needle = format!("{}/", dir.display());
-    let me = std::process::id();
-    let mut killed = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return killed;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if u32::try_from(pid) == Ok(me) {
-            continue;
+/// Everything a runtime whose files are all under `dir` may leave behind,
+/// removed after its daemon was stopped (or its test process died):
+/// processes still pointing into `dir` (shims, conmons) are killed and
+/// their containers deleted with runc (state under `runc_root`), then the
+/// pods' network namespaces, libcni's cached results, the mounts under
+/// `dir` and the cgroup parent named after `dir` are removed. The
+/// directory itself is left to its owner. Returns what it had to do, one
+/// line per kind, for the test's output.
+pub fn clean_up_runtime_dir(dir: &Path, runc_root: &Path) -> Vec<String> {
+    let mut report = Vec::new();
+    let plugin_log = dir.join(PLUGIN_LOG);
+    let killed = kill_processes_under(dir);
+    if !killed.is_empty() {
+        report.push(format!("killed processes left behind: {killed:?}"));
+        // A killed shim or conmon leaves its container running.
+        let mut ids: Vec<String> = logged_calls(&plugin_log)
+            .into_iter()
+            .map(|c| c.container)
+            .collect();
+        if runc_root.starts_with(dir) {
+            if let Ok(entries) = std::fs::read_dir(runc_root) {
+                ids.extend(
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned()),
+                );
+            }
         }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(&needle) && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-            killed.push(pid);
+        ids.sort();
+        ids.dedup();
+        for id in ids.iter().filter(|id| !id.is_empty()) {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(runc_root)
+                .args(["delete", "--force", id])
+                .stderr(Stdio::null())
+                .status();
         }
     }
-    killed
+    let netns = remove_logged_netns(&plugin_log);
+    if !netns.is_empty() {
+        report.push(format!("removed pod namespaces left behind: {netns:?}"));
+    }
+    let cached = remove_cached_results(&plugin_log);
+    if !cached.is_empty() {
+        report.push(format!("removed cached CNI results: {cached:?}"));
+    }
+    let stuck = unmount_all_under(dir);
+    if !stuck.is_empty() {
+        report.push(format!("could not unmount {stuck:?}"));
+    }
+    if let Some(name) = dir.file_name().and_then(|n| n.to_str()) {
+        remove_cgroup_parent(name);
+    }
+    report
+}
+
+/// The file name, in a runtime test's directory, of the plugin's log (what
+/// the clean-up reads to know the test's containers and namespaces).
+pub const PLUGIN_LOG: &str = "plugin.log";
+
+/// Directories of this kit (`<tmp>/vpccni-e2e-<pid>-dir<n>`) holding
+/// `marker` whose test process is gone: a run killed by a timeout cannot
+/// run its destructors, and a runtime's leftovers (running containers,
+/// mounts) outlive it. The caller cleans them up with
+/// [`clean_up_runtime_dir`] and removes them.
+pub fn stale_runtime_dirs(marker: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let pid = name
+                .strip_prefix(&format!("{}-", crate::PREFIX))?
+                .split('-')
+                .next()?
+                .parse::<u32>()
+                .ok()?;
+            let dead = !Path::new(&format!("/proc/{pid}")).exists();
+            (dead && e.path().join(marker).exists()).then(|| e.path())
+        })
+        .collect()
+}
+
+/// Pids of the processes whose command line names a path under `dir`
+/// (containerd shims, conmons: they name the runtime's directories).
+pub fn processes_under(dir: &Path) -> Vec<i32> {
+    let needle = format!("{}/", dir.display());
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            if u32::try_from(pid) == Ok(me) {
+                return None;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .contains(&needle)
+                .then_some(pid)
+        })
+        .collect()
+}
+
+/// Gives the processes a runtime left under `dir` two seconds to exit on
+/// their own (a conmon or shim outlives its container briefly), then
+/// SIGKILLs those still there and returns their pids. Only processes that
+/// point into the test's own temporary directory are touched.
+pub fn kill_processes_under(dir: &Path) -> Vec<i32> {
+    if wait_until(Duration::from_secs(2), || processes_under(dir).is_empty()) {
+        return Vec::new();
+    }
+    processes_under(dir)
+        .into_iter()
+        .filter(|&pid| kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok())
+        .collect()
 }
 
 /// Removes the network namespaces a runtime made for the pods of a test and
@@ -331,6 +422,35 @@ pub fn remove_logged_netns(plugin_log: &Path) -> Vec<PathBuf> {
             .status();
         if std::fs::remove_file(&path).is_ok() {
             removed.push(path);
+        }
+    }
+    removed
+}
+
+/// Where libcni (inside containerd and podman) caches each attachment's
+/// result, as `<network>-<container id>-<ifname>`.
+pub const CNI_CACHE_RESULTS: &str = "/var/lib/cni/results";
+
+/// Removes the cached results of the containers the plugin logged. A
+/// runtime deletes them itself on a successful DEL; this is for a runtime
+/// that was killed before it could. Container ids are 64 random hex
+/// digits, so a name holding one is ours.
+pub fn remove_cached_results(plugin_log: &Path) -> Vec<PathBuf> {
+    let ids: Vec<String> = logged_calls(plugin_log)
+        .into_iter()
+        .map(|c| c.container)
+        .filter(|id| id.len() >= 32)
+        .collect();
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(CNI_CACHE_RESULTS) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if ids.iter().any(|id| name.contains(&format!("-{id}-")))
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed.push(e.path());
         }
     }
     removed

@@ -30,14 +30,20 @@ use serde_json::Value;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use vpc_cni_e2e::runtimes::{
-    cni_bin_dir, image_archive, kill_processes_under, logged_calls, remove_cgroup_parent,
-    remove_logged_netns, require_programs, unmount_all_under, vpc_conflist, write_json, NsDaemon,
-    PAUSE_IMAGE,
+    clean_up_runtime_dir, cni_bin_dir, image_archive, logged_calls, require_programs,
+    stale_runtime_dirs, vpc_conflist, write_json, NsDaemon, PAUSE_IMAGE, PLUGIN_LOG,
 };
 use vpc_cni_e2e::{status_json, status_pods, tcp_reachable, used, wait_until, Node, TempDir};
 
 /// How long one CRI call may take before the test gives up on it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// containerd's configuration file in the test's directory (also how a
+/// stale run's directory is recognised).
+const CONFIG: &str = "config.toml";
+
+/// containerd's socket in the test's directory.
+const SOCKET: &str = "containerd.sock";
 
 /// The CNI network name in our conflist.
 const NETWORK: &str = "vpc";
@@ -70,10 +76,11 @@ impl Containerd {
         // runs in.
         node.netns().ip(&["link", "set", "lo", "up"]);
 
+        sweep_stale_runs();
         let dir = TempDir::new();
         let d = dir.path();
-        let socket = d.join("containerd.sock");
-        let plugin_log = d.join("plugin.log");
+        let socket = d.join(SOCKET);
+        let plugin_log = d.join(PLUGIN_LOG);
         let conf_dir = d.join("net.d");
         std::fs::create_dir_all(&conf_dir).expect("create the CNI conf dir");
         write_json(
@@ -81,7 +88,7 @@ impl Containerd {
             &vpc_conflist(node, NETWORK, &plugin_log),
         );
         let bin_dir = cni_bin_dir(d);
-        let config = d.join("config.toml");
+        let config = d.join(CONFIG);
         std::fs::write(&config, config_toml(d, &socket, &bin_dir, &conf_dir))
             .expect("write containerd's config");
 
@@ -293,45 +300,42 @@ impl Drop for Containerd {
         if let Some(mut daemon) = self.daemon.take() {
             daemon.stop();
         }
-        let dir = self.dir.path();
-        let killed = kill_processes_under(dir);
-        if !killed.is_empty() {
-            eprintln!("teardown: killed processes containerd left behind: {killed:?}");
-            // A killed shim leaves its container running: runc deletes it
-            // (and its cgroup) from the state under our directory.
-            delete_runc_containers(&dir.join("runc").join("k8s.io"));
-            let ids: BTreeSet<String> = logged_calls(&self.plugin_log)
-                .into_iter()
-                .map(|c| c.container)
-                .collect();
-            for id in ids {
-                remove_shim_socket(&self.socket, &id);
-            }
+        for line in clean_up(self.dir.path()) {
+            eprintln!("teardown: {line}");
         }
-        let netns = remove_logged_netns(&self.plugin_log);
-        if !netns.is_empty() {
-            eprintln!("teardown: removed sandbox namespaces containerd left: {netns:?}");
-        }
-        let stuck = unmount_all_under(dir);
-        if !stuck.is_empty() {
-            eprintln!("teardown: could not unmount {stuck:?}");
-        }
-        remove_cgroup_parent(&self.cgroup_parent());
     }
 }
 
-/// `runc delete --force` of every container whose state is under `root`.
-fn delete_runc_containers(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let _ = Command::new("runc")
-            .arg("--root")
-            .arg(root)
-            .args(["delete", "--force"])
-            .arg(e.file_name())
-            .status();
+/// Removes what a containerd whose files are all under `dir` left behind
+/// (see [`clean_up_runtime_dir`]), and the sockets of shims killed there.
+fn clean_up(dir: &Path) -> Vec<String> {
+    let runc_root = dir.join("runc").join("k8s.io");
+    let ids: BTreeSet<String> = logged_calls(&dir.join(PLUGIN_LOG))
+        .into_iter()
+        .map(|c| c.container)
+        .chain(
+            std::fs::read_dir(&runc_root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned()),
+        )
+        .collect();
+    let report = clean_up_runtime_dir(dir, &runc_root);
+    for id in ids {
+        remove_shim_socket(&dir.join(SOCKET), &id);
+    }
+    report
+}
+
+/// Cleans up after containerd test processes that died without running
+/// their destructors (killed by a timeout).
+fn sweep_stale_runs() {
+    for dir in stale_runtime_dirs(CONFIG) {
+        for line in clean_up(&dir) {
+            eprintln!("stale run {}: {line}", dir.display());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
