@@ -125,8 +125,8 @@ impl Containerd {
 
     /// `ctr images import` into the `k8s.io` namespace CRI uses.
     fn import(&self, archive: &Path) {
-        let out = Command::new("ctr")
-            .arg("--address")
+        let out = Command::new("timeout")
+            .args(["--kill-after=5", "60", "ctr", "--address"])
             .arg(&self.socket)
             .args(["-n", "k8s.io", "images", "import"])
             .arg(archive)

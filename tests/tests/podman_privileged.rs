@@ -32,6 +32,9 @@ const CONTAINERS_CONF: &str = "containers.conf";
 /// Where podman 4.3 keeps runc's state, whatever its run root.
 const PODMAN_RUNC_ROOT: &str = "/run/runc";
 
+/// How long one podman command may take.
+const PODMAN_TIMEOUT_SECS: u32 = 60;
+
 /// The port the server container listens on.
 const PORT: u16 = 7777;
 
@@ -98,7 +101,11 @@ impl Podman {
 
     /// `nsenter --net=<node> podman <args>` with our configuration.
     fn run(&self, args: &[&str]) -> Output {
-        Command::new("nsenter")
+        // Bounded: a podman that hangs fails the test with exit status 124
+        // instead of stalling the suite.
+        Command::new("timeout")
+            .args(["--kill-after=5", &PODMAN_TIMEOUT_SECS.to_string()])
+            .arg("nsenter")
             .arg(format!("--net={}", self.node_netns.display()))
             .arg("--")
             .arg("podman")
