@@ -52,6 +52,8 @@ cleanup() {
         umount -l "$m" 2>/dev/null || true
     done
     rm -rf "$work"
+    find /sys/fs/cgroup -mindepth 2 -maxdepth 2 -name vpccni-setup-images -type d \
+        -exec rmdir {} + 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -87,7 +89,10 @@ tar -C "$rootfs" -cf "$work/rootfs.tar" .
 "${podman[@]}" save --quiet --format docker-archive -o "$work/busybox.tar" "$busybox_ref"
 
 # `podman pod create` builds the pause image locally from catatonit.
-"${podman[@]}" pod create --name vpccni-setup --network none >/dev/null
+# A cgroup parent of our own, removed below (podman's default, libpod_parent,
+# would stay behind).
+"${podman[@]}" pod create --name vpccni-setup --network none \
+    --cgroup-parent /vpccni-setup-images >/dev/null
 "${podman[@]}" pod rm --force vpccni-setup >/dev/null
 "${podman[@]}" save --quiet --format docker-archive -o "$work/pause.tar" "$pause_ref"
 
