@@ -173,9 +173,8 @@ impl Containerd {
         })
     }
 
-    /// Runs a sandbox for pod `namespace/name` and returns its id.
-    #[track_caller]
-    fn run_sandbox(&mut self, namespace: &str, name: &str) -> String {
+    /// The RunPodSandbox request kubelet would send for `namespace/name`.
+    fn sandbox_request(&self, namespace: &str, name: &str) -> RunPodSandboxRequest {
         let config = PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
                 name: name.to_string(),
@@ -192,19 +191,40 @@ impl Containerd {
             }),
             ..Default::default()
         };
-        let req = RunPodSandboxRequest {
+        RunPodSandboxRequest {
             config: Some(config),
             runtime_handler: String::new(),
-        };
-        let resp = self
-            .call(|mut c| async move { c.run_pod_sandbox(req).await })
-            .unwrap_or_else(|e| {
-                panic!(
-                    "RunPodSandbox {namespace}/{name}: {e}\nplugin log:\n{}",
+        }
+    }
+
+    /// Runs the sandboxes of `pods` (namespace, name) all at once, as
+    /// kubelet starts the pods scheduled to a node, and returns their ids
+    /// in the same order.
+    #[track_caller]
+    fn run_sandboxes(&mut self, pods: &[(&str, &str)]) -> Vec<String> {
+        let calls: Vec<_> = pods
+            .iter()
+            .map(|(ns, name)| {
+                let mut client = self.cri.clone();
+                let req = self.sandbox_request(ns, name);
+                async move { tokio::time::timeout(CALL_TIMEOUT, client.run_pod_sandbox(req)).await }
+            })
+            .collect();
+        let results = self.rt.block_on(futures::future::join_all(calls));
+        results
+            .into_iter()
+            .zip(pods)
+            .map(|(result, (ns, name))| match result {
+                Ok(Ok(resp)) => resp.into_inner().pod_sandbox_id,
+                Ok(Err(status)) => panic!(
+                    "RunPodSandbox {ns}/{name}: {}: {}\nplugin log:\n{}",
+                    status.code(),
+                    status.message(),
                     self.plugin_log_text()
-                )
-            });
-        resp.pod_sandbox_id
+                ),
+                Err(_) => panic!("RunPodSandbox {ns}/{name}: no answer within {CALL_TIMEOUT:?}"),
+            })
+            .collect()
     }
 
     /// What PodSandboxStatus (verbose) tells of a sandbox.
@@ -491,16 +511,17 @@ fn cri_sandboxes_get_vpc_addresses_reach_each_other_and_release_them() {
         "containerd must serve CRI runtime.v1: {version:?}"
     );
 
+    // Six pods in two namespaces, started at once as kubelet does: six
+    // concurrent ADDs through containerd.
     let pods = [
         ("team-a", "web-0"),
         ("team-a", "web-1"),
+        ("team-a", "web-2"),
         ("team-b", "db-0"),
         ("team-b", "db-1"),
+        ("team-b", "db-2"),
     ];
-    let ids: Vec<String> = pods
-        .iter()
-        .map(|(ns, name)| ctd.run_sandbox(ns, name))
-        .collect();
+    let ids = ctd.run_sandboxes(&pods);
     let sandboxes: Vec<Sandbox> = ids.iter().map(|id| ctd.sandbox(id)).collect();
 
     // Every sandbox got a distinct VPC address from ipamd, which knows it
@@ -543,7 +564,7 @@ fn cri_sandboxes_get_vpc_addresses_reach_each_other_and_release_them() {
 
     // Stop releases the address (DEL with the namespace); Remove sends DEL
     // again with CNI_NETNS empty, which must succeed on a pod already gone.
-    let (first, rest) = sandboxes.split_first().expect("four sandboxes");
+    let (first, rest) = sandboxes.split_first().expect("six sandboxes");
     ctd.stop_sandbox(&first.id)
         .unwrap_or_else(|e| panic!("StopPodSandbox {}: {e}", first.id));
     assert!(
