@@ -22,16 +22,17 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec,
     LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
-    VersionRequest,
+    PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopPodSandboxRequest, VersionRequest,
 };
 use serde_json::Value;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use vpc_cni_e2e::runtimes::{
     clean_up_runtime_dir, cni_bin_dir, image_archive, logged_calls, require_programs,
-    stale_runtime_dirs, vpc_conflist, write_json, NsDaemon, PAUSE_IMAGE, PLUGIN_LOG,
+    stale_runtime_dirs, vpc_conflist, write_json, NsDaemon, BUSYBOX_IMAGE, PAUSE_IMAGE, PLUGIN_LOG,
 };
 use vpc_cni_e2e::{status_json, status_pods, tcp_reachable, used, wait_until, Node, TempDir};
 
@@ -225,6 +226,66 @@ impl Containerd {
                 Err(_) => panic!("RunPodSandbox {ns}/{name}: no answer within {CALL_TIMEOUT:?}"),
             })
             .collect()
+    }
+
+    /// Creates and starts an app container running `command` in sandbox
+    /// `sandbox_id` of pod `namespace/name`, as kubelet does after the
+    /// sandbox is up; returns the container's id.
+    #[track_caller]
+    fn start_container(
+        &mut self,
+        sandbox_id: &str,
+        (namespace, name): (&str, &str),
+        command: &[&str],
+    ) -> String {
+        let req = CreateContainerRequest {
+            pod_sandbox_id: sandbox_id.to_string(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "app".to_string(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: BUSYBOX_IMAGE.to_string(),
+                    ..Default::default()
+                }),
+                command: command.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            }),
+            sandbox_config: self.sandbox_request(namespace, name).config,
+        };
+        let id = self
+            .call(|mut c| async move { c.create_container(req).await })
+            .unwrap_or_else(|e| panic!("CreateContainer in {namespace}/{name}: {e}"))
+            .container_id;
+        let req = StartContainerRequest {
+            container_id: id.clone(),
+        };
+        self.call(|mut c| async move { c.start_container(req).await })
+            .unwrap_or_else(|e| panic!("StartContainer {id}: {e}"));
+        id
+    }
+
+    /// Runs `cmd` in a container (ExecSync) and returns its exit code and
+    /// output.
+    #[track_caller]
+    fn exec(&mut self, container_id: &str, cmd: &[&str]) -> (i32, String) {
+        let req = ExecSyncRequest {
+            container_id: container_id.to_string(),
+            cmd: cmd.iter().map(|c| c.to_string()).collect(),
+            timeout: 10,
+        };
+        let resp = self
+            .call(|mut c| async move { c.exec_sync(req).await })
+            .unwrap_or_else(|e| panic!("ExecSync {cmd:?} in {container_id}: {e}"));
+        (
+            resp.exit_code,
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&resp.stdout),
+                String::from_utf8_lossy(&resp.stderr)
+            ),
+        )
     }
 
     /// What PodSandboxStatus (verbose) tells of a sandbox.
@@ -561,6 +622,26 @@ fn cri_sandboxes_get_vpc_addresses_reach_each_other_and_release_them() {
     }
     tcp_reachable(node.netns().path(), &sandboxes[0].netns, sandboxes[0].ip)
         .unwrap_or_else(|e| panic!("the node cannot reach {}: {e}", sandboxes[0].ip));
+
+    // An app container in the first sandbox, as kubelet starts one: it
+    // joins the sandbox's namespace, so it has the pod's address on eth0
+    // and reaches the other pods from inside the container.
+    ctd.import(&image_archive("busybox.tar"));
+    let app = ctd.start_container(&ids[0], pods[0], &["sleep", "600"]);
+    let (code, out) = ctd.exec(&app, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(
+        code == 0 && out.contains(&format!("{}/32", sandboxes[0].ip)),
+        "the app container's eth0 ({code}): {out}"
+    );
+    for other in &sandboxes[1..] {
+        let target = other.ip.to_string();
+        let (code, out) = ctd.exec(&app, &["ping", "-c1", "-W2", &target]);
+        assert_eq!(
+            code, 0,
+            "the app container cannot ping {}/{} at {target}: {out}",
+            other.namespace, other.name
+        );
+    }
 
     // Stop releases the address (DEL with the namespace); Remove sends DEL
     // again with CNI_NETNS empty, which must succeed on a pod already gone.
