@@ -3,12 +3,13 @@
 //! its own root, state and socket in a temporary directory, its CRI plugin
 //! pointed at a conflist of ours and a plugin directory holding the built
 //! `vpc-cni`. The test speaks CRI (`runtime.v1`) over containerd's socket
-//! like kubelet: RunPodSandbox, PodSandboxStatus, StopPodSandbox,
-//! RemovePodSandbox for pods in two Kubernetes namespaces, and checks what
-//! ipamd and the kernel saw.
+//! like kubelet: RunPodSandbox, PodSandboxStatus, CreateContainer,
+//! StartContainer, ExecSync, StopPodSandbox, RemovePodSandbox for pods in
+//! two Kubernetes namespaces, and checks what ipamd and the kernel saw.
 //!
-//! Offline: the sandbox image is podman's pause image (catatonit), built
-//! and saved by scripts/setup-runtimes.sh and imported here with `ctr`.
+//! Offline: the sandbox image is podman's pause image (catatonit) and the
+//! app image busybox-static, both built and saved by
+//! scripts/setup-runtimes.sh and imported here with `ctr`.
 //! `restrict_oom_score_adj` is on because this machine's root lacks
 //! CAP_SYS_RESOURCE (runc would fail to set the sandbox's -998).
 
