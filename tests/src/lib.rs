@@ -999,3 +999,18 @@ pub fn assert_nothing_allocated(node: &Node) {
         "no pod rule may exist"
     );
 }
+
+/// Everything in the node's state directory (snapshot and journal), as
+/// text: what a crash right now would leave.
+pub fn state_text(node: &Node) -> String {
+    let mut out = String::new();
+    if let Ok(rd) = std::fs::read_dir(node.dir().join("state")) {
+        let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths {
+            out.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -107,7 +107,13 @@ fn a_lost_allocation_is_rebuilt_from_the_alias() {
     assert_eq!(p.report.rebuilt, 1);
     let r = &p.keep[0];
     assert_eq!(
-        (r.container_id.as_str(), r.addr, r.eni_index, r.mtu, r.host_ifindex),
+        (
+            r.container_id.as_str(),
+            r.addr,
+            r.eni_index,
+            r.mtu,
+            r.host_ifindex
+        ),
         ("cid-x", ip(9), 1, 1500, 20)
     );
     assert_eq!(r.result["ips"][0]["address"], "10.0.0.9/32");
@@ -163,7 +169,10 @@ fn the_cloud_corrects_the_eni_and_reports_unknown_addresses() {
     let p = run(inputs, &["/run/netns/a", "/run/netns/b"]);
     let a = p.keep.iter().find(|r| r.container_id == "a").unwrap();
     assert_eq!(a.eni_index, 1);
-    assert_eq!(p.report.not_in_cloud, 1, "b's address is on no ENI but its pod lives");
+    assert_eq!(
+        p.report.not_in_cloud, 1,
+        "b's address is on no ENI but its pod lives"
+    );
     assert_eq!(p.keep.len(), 2);
 }
 
