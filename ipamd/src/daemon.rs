@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::cloud::sim::{SimCloud, SimConfig, VethFabric};
+use crate::cloud::sim::{PersistentSim, SimConfig, VethFabric};
 use crate::cloud::Cloud;
 use crate::config::{CloudKind, Config};
 use crate::dataplane::NetlinkDataplane;
@@ -78,7 +78,9 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
     let cloud: Arc<dyn Cloud> = match config.cloud {
         CloudKind::Sim => {
             let fabric = VethFabric::new().map_err(|e| StartError::Cloud(e.to_string()))?;
-            let sim = SimCloud::new(
+            // The simulated instance outlives ipamd, as an EC2 instance does.
+            let sim = PersistentSim::open(
+                &config.state_dir,
                 SimConfig {
                     instance_type: config.sim.instance_type.clone(),
                     vpc_cidr: config.sim.vpc_cidr,
