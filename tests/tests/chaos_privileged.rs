@@ -52,6 +52,9 @@ impl Rng {
 struct Model {
     live: BTreeMap<String, (String, String)>,
     in_flight: HashSet<String>,
+    /// Lost without a DEL, not yet confirmed freed: the checkpoint may
+    /// still hold them (ipamd cannot know before GC or reconcile).
+    forgotten: HashSet<String>,
 }
 
 /// The daemon's phase, for judging failures: `epoch % 3` is 0 up, 1 being
@@ -74,6 +77,8 @@ struct Counts {
     down_failures: AtomicU64,
     interrupted: AtomicU64,
     busy_retries: AtomicU64,
+    forgotten: AtomicU64,
+    gc_released: AtomicU64,
     checks: AtomicU64,
 }
 
@@ -168,6 +173,16 @@ fn worker(id: usize, shared: Arc<Shared>, seed: u64) {
                 drop(m);
                 slots[slot] = Some(pod);
             }
+            Some(pod) if rng.below(8) == 0 => {
+                // The runtime loses the pod without a DEL (its sandbox
+                // vanished): only CNI GC or reconcile can free it.
+                let mut m = shared.model.lock().unwrap();
+                m.live.remove(&pod.container_id);
+                m.forgotten.insert(pod.container_id.clone());
+                drop(m);
+                drop(pod);
+                shared.counts.forgotten.fetch_add(1, Ordering::Relaxed);
+            }
             Some(pod) => {
                 let cid = pod.container_id.clone();
                 shared.model.lock().unwrap().in_flight.insert(cid.clone());
@@ -191,12 +206,30 @@ fn worker(id: usize, shared: Arc<Shared>, seed: u64) {
     }
 }
 
+/// CNI GC with the runtime's attachments, as the runtime sends it; counts
+/// the allocations it released (pods the runtime lost without a DEL).
+fn gc(node: &Node, shared: &Shared) {
+    let live = shared.model.lock().unwrap().live.clone();
+    let before = status_json(node)["pool"]["used"].as_u64().unwrap();
+    let mut conf = shared.conf.clone();
+    conf["cni.dev/valid-attachments"] = live
+        .keys()
+        .map(|cid| serde_json::json!({"containerID": cid, "ifname": "eth0"}))
+        .collect();
+    until_success(shared, &Plugin::new("GC").config(&conf), "GC");
+    let after = status_json(node)["pool"]["used"].as_u64().unwrap();
+    shared
+        .counts
+        .gc_released
+        .fetch_add(before.saturating_sub(after), Ordering::Relaxed);
+}
+
 /// At the crash instant: the disk holds exactly what the runtime was told,
 /// calls in flight aside.
 fn check_disk_at_crash(node: &Node, shared: &Shared) {
-    let (live, in_flight) = {
+    let (live, in_flight, forgotten) = {
         let m = shared.model.lock().unwrap();
-        (m.live.clone(), m.in_flight.clone())
+        (m.live.clone(), m.in_flight.clone(), m.forgotten.clone())
     };
     let disk = checkpoint_allocations(node);
     for (cid, (ip, _)) in &live {
@@ -212,7 +245,7 @@ fn check_disk_at_crash(node: &Node, shared: &Shared) {
     }
     for cid in disk.keys() {
         assert!(
-            live.contains_key(cid) || in_flight.contains(cid),
+            live.contains_key(cid) || in_flight.contains(cid) || forgotten.contains(cid),
             "{cid} is in the checkpoint at the crash but its DEL had answered (or it never existed)"
         );
     }
@@ -335,7 +368,10 @@ fn sigkill_during_churn_loses_nothing_and_duplicates_nothing() {
         while shared.idle.load(Ordering::SeqCst) < WORKERS {
             thread::sleep(Duration::from_millis(2));
         }
+        gc(&node, &shared);
         check_agreement(&node, &shared, &format!("after kill {}", k + 1));
+        // ipamd holds nothing but the live pods: the lost ones are freed.
+        shared.model.lock().unwrap().forgotten.clear();
         shared.pause.store(false, Ordering::SeqCst);
     }
     shared.stop.store(true, Ordering::SeqCst);
@@ -347,12 +383,18 @@ fn sigkill_during_churn_loses_nothing_and_duplicates_nothing() {
     vpc_cni_e2e::assert_nothing_allocated(&node);
     let c = &shared.counts;
     eprintln!(
-        "chaos: {kills} kills, {} operations ({} plugin calls), {} failed while ipamd was down (all code 11, all retried to success), {} cut by a kill, {} busy retries, {} invariant checks, {:.1} s",
+        "chaos: reconcile at the restarts: {}",
+        reconcile_totals(&node.log())
+    );
+    eprintln!(
+        "chaos: {kills} kills, {} operations ({} plugin calls), {} failed while ipamd was down (all code 11, all retried to success), {} cut by a kill, {} busy retries, {} pods lost by the runtime without DEL ({} freed by CNI GC, the rest by reconcile), {} invariant checks, {:.1} s",
         c.ops.load(Ordering::Relaxed),
         c.calls.load(Ordering::Relaxed),
         c.down_failures.load(Ordering::Relaxed),
         c.interrupted.load(Ordering::Relaxed),
         c.busy_retries.load(Ordering::Relaxed),
+        c.forgotten.load(Ordering::Relaxed),
+        c.gc_released.load(Ordering::Relaxed),
         c.checks.load(Ordering::Relaxed) + 1,
         started.elapsed().as_secs_f64()
     );
@@ -360,4 +402,24 @@ fn sigkill_during_churn_loses_nothing_and_duplicates_nothing() {
         c.down_failures.load(Ordering::Relaxed) > 0,
         "no call ever met a down ipamd: the test did not exercise downtime"
     );
+}
+
+/// Sums the counters of ipamd's "reconciled allocations" log lines (which
+/// paths of reconcile the kills exercised).
+fn reconcile_totals(log: &str) -> String {
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("reconciled allocations")) {
+        for field in line.split_whitespace() {
+            if let Some((k, v)) = field.split_once('=') {
+                if let Ok(n) = v.parse::<u64>() {
+                    *totals.entry(k.to_string()).or_default() += n;
+                }
+            }
+        }
+    }
+    totals
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
