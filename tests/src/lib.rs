@@ -543,6 +543,11 @@ impl Node {
             .env("VPC_CNI_CLOUD", "sim")
             .env("VPC_CNI_SOCKET", &self.socket)
             .env("VPC_CNI_STATE_DIR", self.dir.path().join("state"))
+            // Never the machine's own aws-node checkpoint.
+            .env(
+                "VPC_CNI_AWS_NODE_CHECKPOINT",
+                self.dir.path().join("aws-node-ipam.json"),
+            )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log_file)

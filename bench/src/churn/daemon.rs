@@ -78,6 +78,10 @@ impl Daemon {
             .env("VPC_CNI_CLOUD", "sim")
             .env("VPC_CNI_SOCKET", &socket)
             .env("VPC_CNI_STATE_DIR", dir.join("state"))
+            .env(
+                "VPC_CNI_AWS_NODE_CHECKPOINT",
+                dir.join("aws-node-ipam.json"),
+            )
             .env("VPC_CNI_SIM_INSTANCE_TYPE", INSTANCE_TYPE)
             .env("VPC_CNI_SIM_SUBNET_CIDR", SUBNET)
             .env("MINIMUM_IP_TARGET", (pods + POOL_HEADROOM).to_string())
