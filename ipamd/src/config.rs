@@ -70,6 +70,12 @@ pub struct Config {
     pub veth_reap_delay: Duration,
     /// `VPC_CNI_LOG_LEVEL` (default `info`), or `RUST_LOG` for a full filter.
     pub log_filter: String,
+    /// `VPC_CNI_DURABILITY` (`sync`, the default: ADD answers once its
+    /// allocation is on disk; `async`: at once).
+    pub durability: crate::store::Durability,
+    /// `VPC_CNI_AWS_NODE_CHECKPOINT` (default `/var/run/aws-node/ipam.json`):
+    /// aws-node's checkpoint, read when ours is absent.
+    pub aws_node_checkpoint: PathBuf,
 }
 
 /// An invalid setting.
@@ -181,6 +187,16 @@ impl Config {
             },
             (None, None) => "info".to_string(),
         };
+        let durability = match get("VPC_CNI_DURABILITY") {
+            None => crate::store::Durability::Sync,
+            Some(v) => crate::store::Durability::parse(v)
+                .ok_or_else(|| err("VPC_CNI_DURABILITY", v, "expected `sync` or `async`"))?,
+        };
+        let aws_node_checkpoint = abs_path(
+            &env,
+            "VPC_CNI_AWS_NODE_CHECKPOINT",
+            "/var/run/aws-node/ipam.json",
+        )?;
         Ok(Config {
             socket,
             state_dir,
@@ -190,6 +206,8 @@ impl Config {
             sim,
             veth_reap_delay,
             log_filter,
+            durability,
+            aws_node_checkpoint,
         })
     }
 
@@ -284,6 +302,8 @@ mod tests {
             ("ENABLE_PREFIX_DELEGATION", "yes please"),
             ("VPC_CNI_SIM_SUBNET_CIDR", "192.168.0.0/24"),
             ("VPC_CNI_LOG_LEVEL", "loud"),
+            ("VPC_CNI_DURABILITY", "maybe"),
+            ("VPC_CNI_AWS_NODE_CHECKPOINT", "ipam.json"),
         ] {
             let e = Config::from_vars(vars(&[(var, value)])).unwrap_err();
             assert_eq!(e.var, var);

@@ -18,6 +18,7 @@ pub mod demo;
 pub mod metrics;
 pub mod pod;
 pub mod pool;
+pub mod reconcile;
 pub mod server;
 pub mod store;
 
