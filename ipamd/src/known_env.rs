@@ -34,10 +34,11 @@ pub const KNOWN_ENV: &[&str] = &[
     "VPC_CNI_PLUGIN_LOG_FILE",
 ];
 
-/// Names the manifests already use whose reading is being added on another
-/// branch (live tuning: `VPC_CNI_CONFIG_PATH`). When that branch is merged
-/// the unit test below fails until the name is moved to [`KNOWN_ENV`].
-pub const PENDING_ENV: &[&str] = &["VPC_CNI_CONFIG_PATH"];
+/// Names the manifests and the chart already use whose reading is being
+/// added on another branch (live tuning `VPC_CNI_CONFIG_PATH`, the HTTP
+/// listener `VPC_CNI_METRICS_ADDR`). When that branch is merged the unit test
+/// below fails until the name is moved to [`KNOWN_ENV`].
+pub const PENDING_ENV: &[&str] = &["VPC_CNI_CONFIG_PATH", "VPC_CNI_METRICS_ADDR"];
 
 /// Whether `name` is a variable ipamd reads (or will, see [`PENDING_ENV`]).
 pub fn is_known(name: &str) -> bool {
