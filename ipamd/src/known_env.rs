@@ -38,7 +38,11 @@ pub const KNOWN_ENV: &[&str] = &[
 /// added on another branch (live tuning `VPC_CNI_CONFIG_PATH`, the HTTP
 /// listener `VPC_CNI_METRICS_ADDR`). When that branch is merged the unit test
 /// below fails until the name is moved to [`KNOWN_ENV`].
-pub const PENDING_ENV: &[&str] = &["VPC_CNI_CONFIG_PATH", "VPC_CNI_METRICS_ADDR"];
+pub const PENDING_ENV: &[&str] = &[
+    "VPC_CNI_CONFIG_PATH",
+    "VPC_CNI_METRICS_ADDR",
+    "CLUSTER_NAME",
+];
 
 /// Whether `name` is a variable ipamd reads (or will, see [`PENDING_ENV`]).
 pub fn is_known(name: &str) -> bool {
@@ -53,9 +57,10 @@ mod tests {
 
     /// Literals of variable shape in the sources that are not settings: the
     /// CNI protocol's own variables (`CNI_*`, set by the runtime for the
-    /// plugin), and what `ipamd demo` sets for the daemon it starts.
+    /// plugin), cargo's build-time `env!` names, and what `ipamd demo` sets
+    /// for the daemon it starts.
     fn not_a_setting(name: &str) -> bool {
-        name.starts_with("CNI_") || name == "NO_COLOR"
+        name.starts_with("CNI_") || name.starts_with("CARGO_") || name == "NO_COLOR"
     }
 
     fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

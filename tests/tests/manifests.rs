@@ -164,6 +164,16 @@ fn manifests_validate_against_the_kubernetes_schemas() {
     let dir = TempDir::new();
     let e = validate(&[write_docs(&dir, "broken.yaml", &broken)]).unwrap_err();
     assert!(e.contains("DaemonSet/vpc-cni"), "{e}");
+    // A key given twice is refused, as kubectl refuses it (YAML loaders
+    // would quietly keep the last).
+    let twice = dir.path().join("twice.yaml");
+    std::fs::write(
+        &twice,
+        "kind: ConfigMap\ndata:\n  MAX_ENI: \"2\"\n  MAX_ENI: \"3\"\n",
+    )
+    .unwrap();
+    let e = tool(&["load", &twice.display().to_string()]).unwrap_err();
+    assert!(e.contains("duplicate key 'MAX_ENI'"), "{e}");
 }
 
 #[test]
@@ -190,6 +200,7 @@ fn chart_values_reach_the_configmap_and_bad_values_are_refused() {
     let docs = render(Some(json!({
         "warmPool": { "warmIpTarget": 5, "minimumIpTarget": 0, "warmEniTarget": null, "maxEni": 2 },
         "mtu": 1500,
+        "clusterName": "prod-1",
         "metricsPort": 9100,
         "updateStrategy": { "maxUnavailable": 1 },
         "serviceAccount": { "roleArn": "" },
@@ -201,6 +212,7 @@ fn chart_values_reach_the_configmap_and_bad_values_are_refused() {
     assert_eq!(
         data,
         &json!({
+            "CLUSTER_NAME": "prod-1",
             "WARM_IP_TARGET": "5", "MINIMUM_IP_TARGET": "0", "MAX_ENI": "2",
             "IP_COOLDOWN_PERIOD": "30", "AWS_VPC_ENI_MTU": "1500",
             "VPC_CNI_LOG_LEVEL": "debug", "VPC_CNI_METRICS_ADDR": ":9100"
@@ -229,6 +241,7 @@ fn chart_values_reach_the_configmap_and_bad_values_are_refused() {
         ),
         (json!({"warmPool": {"warmIPTarget": 3}}), "warmIPTarget"),
         (json!({"mtu": 70000}), "mtu"),
+        (json!({"clusterName": ""}), "clusterName"),
         (
             json!({"extraConfig": {"WARM_IP_TARGET": 5}}),
             "WARM_IP_TARGET",
@@ -526,15 +539,29 @@ fn iam_policy_allows_exactly_the_ec2_calls_the_provider_makes() {
     )
     .expect("the policy is JSON");
     let allowed = policy_actions(&policy);
-    // Mutating actions on ENIs the cluster made are bound to its tag.
-    for st in policy["Statement"].as_array().unwrap() {
-        if st["Sid"] == "ManageOwnEnis" {
-            assert_eq!(
-                st["Condition"]["StringEquals"]["ec2:ResourceTag/cluster.k8s.amazonaws.com/name"],
-                "CLUSTER_NAME"
-            );
-        }
-    }
+    // Creating and changing ENIs is bound to the cluster's tag, whose value
+    // is the CLUSTER_NAME ipamd tags its ENIs with.
+    let docs = manifests();
+    let cluster = &find(&docs, "ConfigMap", "vpc-cni-config")["data"]["CLUSTER_NAME"];
+    let statement = |sid: &str| {
+        policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == sid)
+            .unwrap_or_else(|| panic!("no statement {sid}"))
+            .clone()
+    };
+    assert_eq!(
+        &statement("ManageOwnEnis")["Condition"]["StringEquals"]
+            ["ec2:ResourceTag/cluster.k8s.amazonaws.com/name"],
+        cluster
+    );
+    assert_eq!(
+        &statement("CreateTaggedEni")["Condition"]["StringEquals"]
+            ["aws:RequestTag/cluster.k8s.amazonaws.com/name"],
+        cluster
+    );
 
     let ec2_dir = root().join("ipamd/src/cloud/ec2");
     if !ec2_dir.is_dir() {

@@ -19,9 +19,32 @@ import sys
 import yaml
 
 
+class StrictLoader(yaml.SafeLoader):
+    """Refuses a key twice in one mapping, as kubectl does (PyYAML keeps the last)."""
+
+
+def _mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
 def documents(text, origin):
     out = []
-    for doc in yaml.safe_load_all(text):
+    try:
+        docs = list(yaml.load_all(text, Loader=StrictLoader))
+    except yaml.YAMLError as e:
+        raise SystemExit(f"{origin}: {e}")
+    for doc in docs:
         if doc is None:
             continue
         if not isinstance(doc, dict):
