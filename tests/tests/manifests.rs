@@ -332,6 +332,11 @@ fn paths_socket_ports_and_capabilities_agree_with_the_binaries() {
     let (netns, mount) = host_path_of(spec, ipamd, "/var/run/netns");
     assert_eq!(netns, "/var/run/netns");
     assert_eq!(mount["mountPropagation"], "HostToContainer");
+    // aws-node's checkpoint (VPC_CNI_AWS_NODE_CHECKPOINT's default), for the
+    // migration from aws-node; read only.
+    let (aws_node, mount) = host_path_of(spec, ipamd, "/var/run/aws-node");
+    assert_eq!(aws_node, "/var/run/aws-node");
+    assert_eq!(mount["readOnly"], true);
 
     // install-cni writes where kubelet reads.
     assert_eq!(
