@@ -513,6 +513,11 @@ fn provider_calls(dir: &Path, ops: &BTreeSet<String>) -> BTreeSet<String> {
                 calls.insert(action_name(op));
             }
         }
+        // Tags given at creation are authorised as ec2:CreateTags (with
+        // ec2:CreateAction naming the creating call), not by the call itself.
+        if code.contains(".tag_specifications(") {
+            calls.insert("CreateTags".to_string());
+        }
     }
     calls
 }
@@ -603,7 +608,7 @@ fn operation_names_map_to_iam_actions() {
     std::fs::write(
         dir.path().join("client.rs"),
         "let r = self.client.describe_instance_types().instance_types(t).send().await;\n\
-         let e = c\n  .create_network_interface()\n  .subnet_id(s);\n\
+         let e = c\n  .create_network_interface()\n  .subnet_id(s)\n  .tag_specifications(t);\n\
          #[cfg(test)] mod tests { fn f() { c.create_vpc(); } }",
     )
     .unwrap();
@@ -618,7 +623,7 @@ fn operation_names_map_to_iam_actions() {
     let called = provider_calls(dir.path(), &ops);
     assert_eq!(
         called.into_iter().collect::<Vec<_>>(),
-        ["CreateNetworkInterface", "DescribeInstanceTypes"]
+        ["CreateNetworkInterface", "CreateTags", "DescribeInstanceTypes"]
     );
 }
 
