@@ -198,7 +198,11 @@ fn chart_with_default_values_renders_exactly_the_manifests() {
 #[test]
 fn chart_values_reach_the_configmap_and_bad_values_are_refused() {
     let docs = render(Some(json!({
-        "warmPool": { "warmIpTarget": 5, "minimumIpTarget": 0, "warmEniTarget": null, "maxEni": 2 },
+        "warmPool": {
+            "warmIpTarget": 5, "minimumIpTarget": 0, "warmEniTarget": null, "maxEni": 2,
+            "enablePrefixDelegation": false, "warmPrefixTarget": 1
+        },
+        "externalSnat": true,
         "mtu": 1500,
         "clusterName": "prod-1",
         "metricsPort": 9100,
@@ -214,6 +218,8 @@ fn chart_values_reach_the_configmap_and_bad_values_are_refused() {
         &json!({
             "CLUSTER_NAME": "prod-1",
             "WARM_IP_TARGET": "5", "MINIMUM_IP_TARGET": "0", "MAX_ENI": "2",
+            "ENABLE_PREFIX_DELEGATION": "false", "WARM_PREFIX_TARGET": "1",
+            "AWS_VPC_K8S_CNI_EXTERNALSNAT": "true",
             "IP_COOLDOWN_PERIOD": "30", "AWS_VPC_ENI_MTU": "1500",
             "VPC_CNI_LOG_LEVEL": "debug", "VPC_CNI_METRICS_ADDR": ":9100"
         })
@@ -233,6 +239,7 @@ fn chart_values_reach_the_configmap_and_bad_values_are_refused() {
     let dir = TempDir::new();
     validate(&[write_docs(&dir, "custom.yaml", &docs)]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(unknown_env_names(&docs), Vec::<String>::new());
+    ipamd_accepts(&docs).unwrap_or_else(|e| panic!("{e}"));
 
     for (values, named) in [
         (
@@ -241,6 +248,7 @@ fn chart_values_reach_the_configmap_and_bad_values_are_refused() {
         ),
         (json!({"warmPool": {"warmIPTarget": 3}}), "warmIPTarget"),
         (json!({"mtu": 70000}), "mtu"),
+        (json!({"externalSnat": "yes"}), "externalSnat"),
         (json!({"clusterName": ""}), "clusterName"),
         (
             json!({"extraConfig": {"WARM_IP_TARGET": 5}}),
@@ -274,10 +282,57 @@ fn unknown_env_names(docs: &[Value]) -> Vec<String> {
     names.into_iter().filter(|n| !is_known(n)).collect()
 }
 
+/// The environment the ipamd container gets (its `env` values and its
+/// `envFrom` ConfigMap's data), checked by ipamd's own parsers: `serve`'s
+/// configuration and `install-cni`'s options.
+fn ipamd_accepts(docs: &[Value]) -> Result<(), String> {
+    let spec = pod_spec(docs);
+    for list in ["initContainers", "containers"] {
+        for c in spec[list].as_array().expect("containers") {
+            let mut vars: Vec<(String, String)> = Vec::new();
+            for from in c["envFrom"].as_array().into_iter().flatten() {
+                let cm = from["configMapRef"]["name"].as_str().expect("a ConfigMap");
+                for (k, v) in find(docs, "ConfigMap", cm)["data"]
+                    .as_object()
+                    .expect("data")
+                {
+                    vars.push((k.clone(), v.as_str().expect("string values").to_string()));
+                }
+            }
+            for e in c["env"].as_array().into_iter().flatten() {
+                if let Some(v) = e["value"].as_str() {
+                    vars.push((e["name"].as_str().unwrap().to_string(), v.to_string()));
+                }
+            }
+            ipamd::config::Config::from_vars(vars.clone()).map_err(|e| e.to_string())?;
+            let args: Vec<String> = c["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect();
+            if c["name"] == "install-cni" {
+                ipamd::install_cni::Options::parse(&args, vars, "/usr/local/bin/vpc-cni".into())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[test]
-fn every_environment_variable_in_the_manifests_is_one_ipamd_reads() {
+fn every_environment_variable_in_the_manifests_is_one_ipamd_reads_with_a_valid_value() {
     let mut docs = manifests();
     assert_eq!(unknown_env_names(&docs), Vec::<String>::new());
+    ipamd_accepts(&docs).unwrap_or_else(|e| panic!("ipamd refuses manifests/: {e}"));
+    let mut bad = docs.clone();
+    for d in &mut bad {
+        if d["kind"] == "ConfigMap" {
+            d["data"]["WARM_ENI_TARGET"] = json!("one");
+        }
+    }
+    let e = ipamd_accepts(&bad).unwrap_err();
+    assert!(e.contains("WARM_ENI_TARGET") && e.contains("one"), "{e}");
     // The check would notice a misspelt key.
     for d in &mut docs {
         if d["kind"] == "ConfigMap" {
@@ -623,7 +678,11 @@ fn operation_names_map_to_iam_actions() {
     let called = provider_calls(dir.path(), &ops);
     assert_eq!(
         called.into_iter().collect::<Vec<_>>(),
-        ["CreateNetworkInterface", "CreateTags", "DescribeInstanceTypes"]
+        [
+            "CreateNetworkInterface",
+            "CreateTags",
+            "DescribeInstanceTypes"
+        ]
     );
 }
 
