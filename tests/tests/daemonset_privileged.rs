@@ -1,5 +1,5 @@
 //! The DaemonSet's security claims, run for real: ipamd serves pods with
-//! exactly the capabilities `manifests/daemonset.yaml` grants it, after
+//! exactly the capabilities `manifests/10-daemonset.yaml` grants it, after
 //! `ipamd install-cni` has prepared the node, in an environment shaped like
 //! its container's (a read-only `/proc/sys`, the node's network namespace).
 //! And the capability the manifest justifies by `setns` is in fact needed.
@@ -29,7 +29,7 @@ const CAPS: &[(&str, u32)] = &[
     ("SYS_PTRACE", 19),
 ];
 
-/// The `add` capabilities of the ipamd container in manifests/daemonset.yaml
+/// The `add` capabilities of the ipamd container in manifests/10-daemonset.yaml
 /// (read with the same tool as tests/manifests.rs, from the virtualenv
 /// scripts/setup.sh makes).
 fn manifest_capabilities() -> Vec<String> {
@@ -40,7 +40,7 @@ fn manifest_capabilities() -> Vec<String> {
     let out = Command::new(venv.join("bin/python"))
         .arg(root.join("tests/tools/k8s_check.py"))
         .arg("load")
-        .arg(root.join("manifests/daemonset.yaml"))
+        .arg(root.join("manifests/10-daemonset.yaml"))
         .output()
         .expect("the virtualenv of scripts/setup.sh");
     assert!(
