@@ -5,9 +5,9 @@
 //! And the capability the manifest justifies by `setns` is in fact needed.
 //!
 //! The "node" is a network namespace this test makes; ipamd runs in it under
-//! `unshare --mount --propagation slave` (its own mount namespace, in which
-//! `/proc/sys` is remounted read-only as in an unprivileged container, and
-//! which still sees the pod namespaces mounted later, as the manifest's
+//! `unshare --mount --propagation slave` (its own mount namespace, with the
+//! root filesystem and `/proc/sys` read-only as in the container, which
+//! still sees the pod namespaces mounted later, as the manifest's
 //! `mountPropagation: HostToContainer` does) and `setpriv` (bounding set =
 //! the manifest's capabilities). The plugin is exec'd as
 //! kubelet would, with the conflist install-cni wrote.
@@ -76,6 +76,18 @@ fn mask(caps: &[String]) -> u64 {
         .fold(0, |a, b| a | b)
 }
 
+/// Shapes the mount namespace like the ipamd container's, then execs ipamd
+/// (`$0`) with the bounding set `$1`: the root filesystem read-only
+/// (`readOnlyRootFilesystem`, `/run` included where it is a mount of its
+/// own) except the directory `$2` (standing for the hostPath mounts of the
+/// socket and state directories), and `/proc/sys` read-only (an
+/// unprivileged container's). Any failing step stops before the exec.
+const CONTAINER_SHAPE: &str = "mount --rbind / / && mount -o remount,bind,ro / \
+    && { ! mountpoint -q /run || mount -o remount,bind,ro /run; } \
+    && mount --bind \"$2\" \"$2\" && mount -o remount,bind,rw \"$2\" \
+    && mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys \
+    && exec setpriv --bounding-set=\"$1\" --inh-caps=-all -- \"$0\" serve";
+
 /// ipamd as the DaemonSet runs it; stopped (SIGTERM, then SIGKILL) on drop.
 struct Daemon {
     child: Child,
@@ -96,14 +108,10 @@ impl Daemon {
         let child = Command::new("ip")
             .args(["netns", "exec", node.name()])
             .args(["unshare", "--mount", "--propagation", propagation, "--"])
-            .args([
-                "sh",
-                "-c",
-                "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys \
-                 && exec setpriv --bounding-set=\"$1\" --inh-caps=-all -- \"$0\" serve",
-            ])
+            .args(["sh", "-c", CONTAINER_SHAPE])
             .arg(bin_path("ipamd"))
             .arg(&bounding)
+            .arg(dir)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("NO_COLOR", "1")
@@ -132,6 +140,22 @@ impl Daemon {
             .expect("CapEff")
             .trim();
         u64::from_str_radix(hex, 16).unwrap()
+    }
+
+    /// Whether the daemon can create a file in `dir`, tried through its own
+    /// root (`/proc/<pid>/root`), i.e. its mount namespace.
+    fn can_write_in(&self, dir: &Path) -> bool {
+        let probe = Path::new(&format!("/proc/{}/root", self.child.id()))
+            .join(dir.strip_prefix("/").unwrap())
+            .join(".vpccni-e2e-write-probe");
+        match std::fs::write(&probe, b"x") {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&probe);
+                true
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EROFS) => false,
+            Err(e) => panic!("{}: {e}", probe.display()),
+        }
     }
 
     fn wait_ready(&mut self, conf: &Value) {
@@ -219,7 +243,7 @@ fn add(conf: &Value, pod: &PodSpec) -> vpc_cni_e2e::CniOutput {
 
 #[test]
 #[ignore = "privileged: needs CAP_NET_ADMIN (network namespaces)"]
-fn ipamd_serves_pods_with_only_the_manifests_capabilities_and_a_read_only_proc_sys() {
+fn ipamd_serves_pods_with_only_the_manifests_capabilities_and_read_only_root_and_proc_sys() {
     let caps = manifest_capabilities();
     assert_eq!(caps, ["NET_ADMIN", "SYS_ADMIN"]);
     let node = Netns::new();
@@ -232,6 +256,9 @@ fn ipamd_serves_pods_with_only_the_manifests_capabilities_and_a_read_only_proc_s
         mask(&caps),
         "ipamd runs with exactly these"
     );
+    // As in the container: only the host paths are writable.
+    assert!(!daemon.can_write_in(bin_path("ipamd").parent().unwrap()));
+    assert!(daemon.can_write_in(dir.path()));
 
     let pods: Vec<PodSpec> = (0..3).map(|i| PodSpec::new(&format!("caps-{i}"))).collect();
     for pod in &pods {
