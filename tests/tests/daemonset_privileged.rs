@@ -78,12 +78,14 @@ fn mask(caps: &[String]) -> u64 {
 
 /// Shapes the mount namespace like the ipamd container's, then execs ipamd
 /// (`$0`) with the bounding set `$1`: the root filesystem read-only
-/// (`readOnlyRootFilesystem`, `/run` included where it is a mount of its
-/// own) except the directory `$2` (standing for the hostPath mounts of the
-/// socket and state directories), and `/proc/sys` read-only (an
-/// unprivileged container's). Any failing step stops before the exec.
+/// (`readOnlyRootFilesystem`; `/run`, and the filesystem holding the
+/// binary, included where they are mounts of their own) except the
+/// directory `$2` (standing for the hostPath mounts of the socket and state
+/// directories), and `/proc/sys` read-only (an unprivileged container's).
+/// Any failing step stops before the exec.
 const CONTAINER_SHAPE: &str = "mount --rbind / / && mount -o remount,bind,ro / \
     && { ! mountpoint -q /run || mount -o remount,bind,ro /run; } \
+    && mount -o remount,bind,ro \"$(findmnt -n -f -o TARGET -T \"$0\")\" \
     && mount --bind \"$2\" \"$2\" && mount -o remount,bind,rw \"$2\" \
     && mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys \
     && exec setpriv --bounding-set=\"$1\" --inh-caps=-all -- \"$0\" serve";
