@@ -73,7 +73,11 @@ def validate(version, paths):
             except kubernetes_validate.ValidationError as e:
                 failures.append(f"{what}: {'.'.join(str(p) for p in e.path)}: {e.message}")
             except kubernetes_validate.SchemaNotFoundError as e:
-                failures.append(f"{what}: no schema for it in Kubernetes {version}: {e}")
+                failures.append(
+                    f"{what}: no schema for it in Kubernetes {version}: {e} (a custom resource "
+                    "such as a PrometheusRule belongs in a subdirectory, e.g. manifests/monitoring/: "
+                    "`kubectl apply -f manifests/` must work on a cluster without its CRD)"
+                )
     if failures:
         print("\n".join(failures), file=sys.stderr)
         return 1
