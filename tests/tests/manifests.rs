@@ -578,9 +578,25 @@ fn provider_calls(dir: &Path, ops: &BTreeSet<String>) -> BTreeSet<String> {
 }
 
 fn policy_actions(policy: &Value) -> BTreeSet<String> {
+    assert_eq!(
+        policy["Version"], "2012-10-17",
+        "IAM's current policy grammar"
+    );
     let mut actions = BTreeSet::new();
     for st in policy["Statement"].as_array().expect("statements") {
         assert_eq!(st["Effect"], "Allow");
+        let resources = match &st["Resource"] {
+            Value::String(r) => vec![r.as_str()],
+            Value::Array(rs) => rs.iter().map(|r| r.as_str().expect("ARN")).collect(),
+            other => panic!("Resource {other}"),
+        };
+        for r in resources {
+            assert!(
+                r == "*" || r.starts_with("arn:aws:ec2:*:*:") && r.ends_with("/*"),
+                "{}: {r} is not an EC2 resource ARN pattern",
+                st["Sid"]
+            );
+        }
         let list = match &st["Action"] {
             Value::String(s) => vec![s.clone()],
             Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().to_string()).collect(),
