@@ -476,6 +476,77 @@ fn paths_socket_ports_and_capabilities_agree_with_the_binaries() {
     );
 }
 
+/// The Debian package that provides each program ipamd may run.
+const PROGRAM_PACKAGES: &[(&str, &str)] = &[
+    ("nft", "nftables"),
+    ("ip", "iproute2"),
+    ("iptables", "iptables"),
+    ("conntrack", "conntrack"),
+];
+
+/// Programs ipamd's non-test code spawns (`Command::new("x")`), outside
+/// `ipamd demo` (which runs on a developer's machine, not in the image).
+fn spawned_programs(src: &Path) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("readable") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                if !p.ends_with("demo") {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|e| e == "rs") && !p.ends_with("tests.rs") {
+                let text = std::fs::read_to_string(&p).expect("source");
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                for part in code.split("Command::new(\"").skip(1) {
+                    if let Some(program) = part.split('"').next() {
+                        found.insert(program.to_string());
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_image_has_every_program_ipamd_runs() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    // The runtime stage: from the last FROM on.
+    let runtime = dockerfile.rsplit("\nFROM ").next().expect("a FROM");
+    let installed: BTreeSet<&str> = runtime
+        .lines()
+        .filter(|l| l.contains("apt-get install"))
+        .flat_map(|l| l.split_whitespace())
+        .filter(|w| !w.starts_with('-') && !["apt-get", "install", "&&"].contains(w))
+        .collect();
+    for program in spawned_programs(&root().join("ipamd/src")) {
+        let package = PROGRAM_PACKAGES
+            .iter()
+            .find(|(p, _)| *p == program)
+            .map(|(_, pkg)| *pkg)
+            .unwrap_or_else(|| {
+                panic!("ipamd runs {program:?}: add its package to PROGRAM_PACKAGES")
+            });
+        assert!(
+            installed.contains(package),
+            "ipamd runs {program} but the image does not install {package}"
+        );
+    }
+    // The scan itself: it finds a spawned program.
+    let dir = TempDir::new();
+    std::fs::write(
+        dir.path().join("snat.rs"),
+        "let c = Command::new(\"nft\").arg(\"-f\");\n#[cfg(test)] fn t() { Command::new(\"ping\"); }",
+    )
+    .unwrap();
+    assert_eq!(
+        spawned_programs(dir.path()).into_iter().collect::<Vec<_>>(),
+        ["nft"]
+    );
+}
+
 fn workspace_version() -> String {
     let cargo = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
     let line = cargo
