@@ -35,13 +35,16 @@ pub const KNOWN_ENV: &[&str] = &[
 ];
 
 /// Names the manifests and the chart already use whose reading is being
-/// added on another branch (live tuning `VPC_CNI_CONFIG_PATH`, the HTTP
-/// listener `VPC_CNI_METRICS_ADDR`). When that branch is merged the unit test
-/// below fails until the name is moved to [`KNOWN_ENV`].
+/// added on other branches (live tuning `VPC_CNI_CONFIG_PATH`, the HTTP
+/// listener `VPC_CNI_METRICS_ADDR`, the ENI tag `CLUSTER_NAME`, the
+/// NetworkPolicy source and mode). When such a branch is merged the unit
+/// test below fails until the name is moved to [`KNOWN_ENV`].
 pub const PENDING_ENV: &[&str] = &[
     "VPC_CNI_CONFIG_PATH",
     "VPC_CNI_METRICS_ADDR",
     "CLUSTER_NAME",
+    "VPC_CNI_POLICY_SOURCE",
+    "VPC_CNI_POLICY_MODE",
 ];
 
 /// Whether `name` is a variable ipamd reads (or will, see [`PENDING_ENV`]).

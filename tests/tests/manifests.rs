@@ -205,6 +205,7 @@ fn chart_values_reach_the_configmap_and_bad_values_are_refused() {
         "externalSnat": true,
         "mtu": 1500,
         "clusterName": "prod-1",
+        "networkPolicy": { "source": "off", "mode": "strict" },
         "metricsPort": 9100,
         "updateStrategy": { "maxUnavailable": 1 },
         "serviceAccount": { "roleArn": "" },
@@ -221,7 +222,8 @@ fn chart_values_reach_the_configmap_and_bad_values_are_refused() {
             "ENABLE_PREFIX_DELEGATION": "false", "WARM_PREFIX_TARGET": "1",
             "AWS_VPC_K8S_CNI_EXTERNALSNAT": "true",
             "IP_COOLDOWN_PERIOD": "30", "AWS_VPC_ENI_MTU": "1500",
-            "VPC_CNI_LOG_LEVEL": "debug", "VPC_CNI_METRICS_ADDR": ":9100"
+            "VPC_CNI_LOG_LEVEL": "debug", "VPC_CNI_METRICS_ADDR": ":9100",
+            "VPC_CNI_POLICY_SOURCE": "off", "VPC_CNI_POLICY_MODE": "strict"
         })
     );
     let spec = pod_spec(&docs);
@@ -249,6 +251,7 @@ fn chart_values_reach_the_configmap_and_bad_values_are_refused() {
         (json!({"warmPool": {"warmIPTarget": 3}}), "warmIPTarget"),
         (json!({"mtu": 70000}), "mtu"),
         (json!({"externalSnat": "yes"}), "externalSnat"),
+        (json!({"networkPolicy": {"source": "etcd"}}), "source"),
         (json!({"clusterName": ""}), "clusterName"),
         (
             json!({"extraConfig": {"WARM_IP_TARGET": 5}}),
