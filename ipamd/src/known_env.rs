@@ -37,7 +37,7 @@ pub const KNOWN_ENV: &[&str] = &[
 /// Names the manifests and the chart already use whose reading is being
 /// added on other branches (live tuning `VPC_CNI_CONFIG_PATH`, the HTTP
 /// listener `VPC_CNI_METRICS_ADDR`, the ENI tag `CLUSTER_NAME`, the
-/// NetworkPolicy source and mode). When such a branch is merged the unit
+/// NetworkPolicy source and mode, the warm pool's policy and release delay). When such a branch is merged the unit
 /// test below fails until the name is moved to [`KNOWN_ENV`].
 pub const PENDING_ENV: &[&str] = &[
     "VPC_CNI_CONFIG_PATH",
@@ -45,6 +45,8 @@ pub const PENDING_ENV: &[&str] = &[
     "CLUSTER_NAME",
     "VPC_CNI_POLICY_SOURCE",
     "VPC_CNI_POLICY_MODE",
+    "VPC_CNI_WARM_POLICY",
+    "VPC_CNI_RELEASE_DELAY_S",
 ];
 
 /// Whether `name` is a variable ipamd reads (or will, see [`PENDING_ENV`]).

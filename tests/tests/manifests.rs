@@ -200,7 +200,8 @@ fn chart_values_reach_the_configmap_and_bad_values_are_refused() {
     let docs = render(Some(json!({
         "warmPool": {
             "warmIpTarget": 5, "minimumIpTarget": 0, "warmEniTarget": null, "maxEni": 2,
-            "enablePrefixDelegation": false, "warmPrefixTarget": 1
+            "enablePrefixDelegation": false, "warmPrefixTarget": 1,
+            "policy": "adaptive", "releaseDelaySeconds": 60
         },
         "externalSnat": true,
         "mtu": 1500,
@@ -221,6 +222,7 @@ fn chart_values_reach_the_configmap_and_bad_values_are_refused() {
             "WARM_IP_TARGET": "5", "MINIMUM_IP_TARGET": "0", "MAX_ENI": "2",
             "ENABLE_PREFIX_DELEGATION": "false", "WARM_PREFIX_TARGET": "1",
             "AWS_VPC_K8S_CNI_EXTERNALSNAT": "true",
+            "VPC_CNI_WARM_POLICY": "adaptive", "VPC_CNI_RELEASE_DELAY_S": "60",
             "IP_COOLDOWN_PERIOD": "30", "AWS_VPC_ENI_MTU": "1500",
             "VPC_CNI_LOG_LEVEL": "debug", "VPC_CNI_METRICS_ADDR": ":9100",
             "VPC_CNI_POLICY_SOURCE": "off", "VPC_CNI_POLICY_MODE": "strict"
@@ -252,6 +254,7 @@ fn chart_values_reach_the_configmap_and_bad_values_are_refused() {
         (json!({"mtu": 70000}), "mtu"),
         (json!({"externalSnat": "yes"}), "externalSnat"),
         (json!({"networkPolicy": {"source": "etcd"}}), "source"),
+        (json!({"warmPool": {"policy": "smart"}}), "policy"),
         (json!({"clusterName": ""}), "clusterName"),
         (
             json!({"extraConfig": {"WARM_IP_TARGET": 5}}),
