@@ -29,6 +29,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "VPC_CNI_SIM_VPC_CIDR",
     "VPC_CNI_SIM_SUBNET_CIDR",
     "VPC_CNI_SIM_API_LATENCY_MS",
+    "VPC_CNI_DURABILITY",
+    "VPC_CNI_AWS_NODE_CHECKPOINT",
     // `ipamd install-cni`: written into the conflist for the plugin.
     "VPC_CNI_PLUGIN_LOG_LEVEL",
     "VPC_CNI_PLUGIN_LOG_FILE",
