@@ -29,6 +29,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "VPC_CNI_SIM_VPC_CIDR",
     "VPC_CNI_SIM_SUBNET_CIDR",
     "VPC_CNI_SIM_API_LATENCY_MS",
+    "VPC_CNI_DURABILITY",
+    "VPC_CNI_AWS_NODE_CHECKPOINT",
     // `ipamd install-cni`: written into the conflist for the plugin.
     "VPC_CNI_PLUGIN_LOG_LEVEL",
     "VPC_CNI_PLUGIN_LOG_FILE",
@@ -37,8 +39,9 @@ pub const KNOWN_ENV: &[&str] = &[
 /// Names the manifests and the chart already use whose reading is being
 /// added on other branches (live tuning `VPC_CNI_CONFIG_PATH`, the HTTP
 /// listener `VPC_CNI_METRICS_ADDR`, the ENI tag `CLUSTER_NAME`, the
-/// NetworkPolicy source and mode, the warm pool's policy and release delay). When such a branch is merged the unit
-/// test below fails until the name is moved to [`KNOWN_ENV`].
+/// NetworkPolicy source and mode, the warm pool's policy and release
+/// delay). When such a branch is merged the unit test below fails until the
+/// name is moved to [`KNOWN_ENV`].
 pub const PENDING_ENV: &[&str] = &[
     "VPC_CNI_CONFIG_PATH",
     "VPC_CNI_METRICS_ADDR",
