@@ -39,8 +39,9 @@ pub const KNOWN_ENV: &[&str] = &[
 /// Names the manifests and the chart already use whose reading is being
 /// added on other branches (live tuning `VPC_CNI_CONFIG_PATH`, the HTTP
 /// listener `VPC_CNI_METRICS_ADDR`, the ENI tag `CLUSTER_NAME`, the
-/// NetworkPolicy source and mode, the warm pool's policy and release delay). When such a branch is merged the unit
-/// test below fails until the name is moved to [`KNOWN_ENV`].
+/// NetworkPolicy source and mode, the warm pool's policy and release
+/// delay). When such a branch is merged the unit test below fails until the
+/// name is moved to [`KNOWN_ENV`].
 pub const PENDING_ENV: &[&str] = &[
     "VPC_CNI_CONFIG_PATH",
     "VPC_CNI_METRICS_ADDR",

@@ -395,8 +395,13 @@ fn paths_socket_ports_and_capabilities_agree_with_the_binaries() {
     assert_eq!(mount["mountPropagation"], "HostToContainer");
     // aws-node's checkpoint (VPC_CNI_AWS_NODE_CHECKPOINT's default), for the
     // migration from aws-node; read only.
-    let (aws_node, mount) = host_path_of(spec, ipamd, "/var/run/aws-node");
-    assert_eq!(aws_node, "/var/run/aws-node");
+    let aws_node_dir = config
+        .aws_node_checkpoint
+        .parent()
+        .and_then(Path::to_str)
+        .expect("the checkpoint's directory");
+    let (aws_node, mount) = host_path_of(spec, ipamd, aws_node_dir);
+    assert_eq!(aws_node, aws_node_dir);
     assert_eq!(mount["readOnly"], true);
 
     // install-cni writes where kubelet reads.
