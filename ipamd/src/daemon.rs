@@ -97,6 +97,8 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
             ))
         }
     };
+    // Every EC2 call goes through this node's budget (buckets, backoff).
+    let cloud: Arc<dyn Cloud> = Arc::new(crate::cloud::budget::Budget::new(cloud, config.budget));
     let restored: Vec<PodRecord> = store.load().unwrap_or_default();
     let held: Vec<(AttachmentKey, std::net::Ipv4Addr)> = restored
         .iter()

@@ -84,6 +84,9 @@ pub struct BudgetSettings {
     pub max_attempts: u32,
 }
 
+// Rates and bursts are validated finite and positive: equality is total.
+impl Eq for BudgetSettings {}
+
 impl Default for BudgetSettings {
     /// One node's share of EC2's per-account defaults: a fifth of each
     /// account bucket's burst and a tenth of its refill, so a handful of

@@ -89,6 +89,16 @@ impl InstanceLimits {
     }
 }
 
+/// The max-pods cap AWS applies in prefix mode: 110 below 30 vCPUs, 250
+/// from 30 up (kubelet's and EKS's guidance for pod density).
+pub fn pd_pod_cap(vcpus: u32) -> u32 {
+    if vcpus < 30 {
+        110
+    } else {
+        250
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
