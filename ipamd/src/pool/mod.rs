@@ -39,6 +39,9 @@ pub use self::plan::{EniState, Grow, Limits, Step, Target, PREFIX_SIZE};
 /// How long the pool stays on /32s after EC2 said the subnet has no free /28.
 pub const PREFIX_RETRY: Duration = Duration::from_secs(300);
 
+/// Below this pod arrival rate (per second) a node counts as quiet.
+pub const QUIET_RATE: f64 = 0.005;
+
 /// How often the pool looks for surplus (a local scan, no EC2 call).
 const SURPLUS_TICK: Duration = Duration::from_secs(30);
 
@@ -171,7 +174,6 @@ impl Pool {
                 pool.lock().blocked = Some(e.to_string());
             }
         }
-        pool.collect_leaks().await;
         tracing::info!(
             instance_id = %pool.node.instance_id,
             instance_type = %pool.node.limits.name,
@@ -321,8 +323,19 @@ impl Pool {
         msg
     }
 
-    /// The target for the current use.
+    /// The target for the current use. On a quiet node (under one pod
+    /// arrival per [`QUIET_RATE`]⁻¹ seconds, as the arrival model's ten-minute
+    /// memory sees it) the slack is dropped: hysteresis protects a node
+    /// with traffic from thrashing, an idle one gives its spare prefix back.
     pub fn target(&self) -> Target {
+        let mut t = self.raw_target();
+        if self.lock().model.rate(Instant::now()) < QUIET_RATE {
+            t.slack = 0;
+        }
+        t
+    }
+
+    fn raw_target(&self) -> Target {
         let used = self.alloc.usage().used as u32;
         let waiting = self.waiting.load(Ordering::Acquire);
         match self.settings.policy {
@@ -695,6 +708,7 @@ impl Pool {
         let mut retry_at: Option<Instant> = None;
         let mut next_reconcile = Instant::now() + jittered(self.settings.reconcile_interval);
         let mut next_surplus = Instant::now() + SURPLUS_TICK;
+        let mut leaks_checked = false;
         loop {
             let now = Instant::now();
             if retry_at.is_some_and(|t| now >= t) {
@@ -706,6 +720,12 @@ impl Pool {
                 if self.blocked_reason().is_some() {
                     retry_at = Some(Instant::now() + resync);
                 }
+            }
+            if !leaks_checked {
+                // Once at start, after the first fill: leaked ENIs never
+                // delay the first pods.
+                self.collect_leaks().await;
+                leaks_checked = true;
             }
             let now = Instant::now();
             if now >= next_surplus {

@@ -198,6 +198,12 @@ async fn sawtooth_does_not_thrash_and_lasting_surplus_is_returned() {
     assert_eq!(returned, 3);
     assert_eq!(pool.enis()[0].prefixes.len(), 2);
     assert_eq!(cloud.vpc().stats().of(Action::Unassign).calls, 3);
+    // An hour without a pod: the node is quiet, the slack prefix goes too.
+    for _ in 0..120 {
+        tokio::time::advance(Duration::from_secs(30)).await;
+        pool.shrink().await;
+    }
+    assert_eq!(pool.enis()[0].prefixes.len(), 1, "WARM_PREFIX_TARGET=1");
 }
 
 #[tokio::test(start_paused = true)]

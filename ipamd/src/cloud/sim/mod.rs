@@ -136,7 +136,8 @@ pub struct SimVpc {
     // A std mutex, not tokio's: critical sections are short bookkeeping and
     // never span an `.await` (the simulated latency is slept outside).
     state: Mutex<VpcState>,
-    gate: Mutex<Gate>,
+    /// The account's API behaviour, shared by every VPC of the account.
+    gate: Arc<Mutex<Gate>>,
 }
 
 #[derive(Debug)]
@@ -186,8 +187,21 @@ impl SimVpc {
                 enis_created: 0,
                 detached: BTreeMap::new(),
             }),
-            gate: Mutex::new(Gate::new(behaviour)),
+            gate: Arc::new(Mutex::new(Gate::new(behaviour))),
         })
+    }
+
+    /// Another VPC (with its own subnet) in the same account: it shares this
+    /// one's buckets, latencies, injected faults and counters. A fleet
+    /// larger than one /16 subnet spreads over several of these.
+    pub fn sibling(
+        &self,
+        vpc_cidr: Ipv4Network,
+        subnet_cidr: Ipv4Network,
+    ) -> std::result::Result<SimVpc, SimError> {
+        let mut vpc = Self::new(vpc_cidr, subnet_cidr)?;
+        vpc.gate = self.gate.clone();
+        Ok(vpc)
     }
 
     /// The VPC's id, `vpc-` and 17 hex digits.
@@ -1509,6 +1523,22 @@ mod tests {
         cloud.vpc().inject(Action::Delete, Fault::ServerError);
         assert!(cloud.attach_eni(1).await.is_err());
         assert_eq!(cloud.detached_enis().await.unwrap().len(), 1, "leaked");
+    }
+
+    #[tokio::test]
+    async fn sibling_vpcs_share_the_account() {
+        let a = SimVpc::new(net("10.0.0.0/16"), net("10.0.0.0/16")).unwrap();
+        let b = a.sibling(net("10.1.0.0/16"), net("10.1.0.0/16")).unwrap();
+        let na = SimCloud::in_vpc(Arc::new(a), "m5.large", Arc::new(NoFabric))
+            .await
+            .unwrap();
+        let nb = SimCloud::in_vpc(Arc::new(b), "m5.large", Arc::new(NoFabric))
+            .await
+            .unwrap();
+        na.enis().await.unwrap();
+        nb.enis().await.unwrap();
+        assert_eq!(na.vpc().stats().of(Action::Describe).calls, 2);
+        assert_eq!(primary(&nb).await.primary_ip, ip("10.1.0.4"));
     }
 
     #[tokio::test]
