@@ -58,6 +58,19 @@ impl Calls {
         self.by_action.iter().map(|c| c.2).sum()
     }
 
+    /// Calls of one action that were not throttled.
+    pub fn accepted(&self, action: Action) -> u64 {
+        self.by_action
+            .iter()
+            .find(|c| c.0 == action)
+            .map_or(0, |c| c.1 - c.2)
+    }
+
+    /// Calls that change EC2 state (everything but Describe).
+    pub fn mutating(&self) -> u64 {
+        self.total() - self.of(Action::Describe)
+    }
+
     /// Calls of one action.
     pub fn of(&self, action: Action) -> u64 {
         self.by_action

@@ -39,6 +39,12 @@ pub use self::plan::{EniState, Grow, Limits, Step, Target, PREFIX_SIZE};
 /// How long the pool stays on /32s after EC2 said the subnet has no free /28.
 pub const PREFIX_RETRY: Duration = Duration::from_secs(300);
 
+/// How long a fill waits before its first EC2 call, so that the ADDs of a
+/// burst (arriving within microseconds of each other) all count as demand
+/// and one call of the right size serves them. Short beside an Assign's
+/// ≈ 0.5 s.
+pub const COALESCE: Duration = Duration::from_millis(20);
+
 /// Below this pod arrival rate (per second) a node counts as quiet.
 pub const QUIET_RATE: f64 = 0.005;
 
