@@ -58,7 +58,7 @@ pub struct PoolSettings {
     /// `VPC_CNI_RELEASE_DELAY_S` (default 300): how long a surplus must last
     /// before it is returned to EC2 (the hysteresis in time).
     pub release_delay: Duration,
-    /// `VPC_CNI_RECONCILE_INTERVAL_S` (default 900): mean interval of the
+    /// `VPC_CNI_RECONCILE_INTERVAL_S` (default 3600): mean interval of the
     /// jittered inventory check (DescribeNetworkInterfaces, leak collection).
     pub reconcile_interval: Duration,
     /// `VPC_CNI_LEAK_GRACE_S` (default 600): age beyond which a detached
@@ -89,7 +89,7 @@ impl Default for PoolSettings {
             warm_prefix_target: None,
             policy: WarmPolicy::Fixed,
             release_delay: Duration::from_secs(300),
-            reconcile_interval: Duration::from_secs(900),
+            reconcile_interval: Duration::from_secs(3600),
             leak_grace: Duration::from_secs(600),
         }
     }

@@ -21,7 +21,7 @@ use self::node::{Node, Policy};
 const NODES_PER_SUBNET: usize = 1000;
 /// Nodes started per second (their start-up Describes stay under the
 /// account's 20/s describe refill).
-const START_RATE: f64 = 8.0;
+const START_RATE: f64 = 6.0;
 /// Pods each node scales out to.
 pub const PODS: usize = 30;
 

@@ -419,8 +419,14 @@ impl Pool {
         loop {
             let (enis, total) = self.view();
             let target = self.target();
-            let Some(step) = plan::grow_step(&self.limits, &enis, total, target, self.grow_mode())
-            else {
+            let Some(step) = plan::grow_step(
+                &self.limits,
+                &enis,
+                total,
+                target,
+                self.grow_mode(),
+                plan::whole_eni(&self.settings),
+            ) else {
                 break;
             };
             let started = Instant::now();
