@@ -82,7 +82,7 @@ fn mark(ok: bool) -> &'static str {
     }
 }
 
-fn find<'a>(scale: &'a [ScaleRun], nodes: usize, policy: Policy) -> Option<&'a ScaleRun> {
+fn find(scale: &[ScaleRun], nodes: usize, policy: Policy) -> Option<&ScaleRun> {
     scale
         .iter()
         .find(|r| r.nodes == nodes && r.policy == policy)
