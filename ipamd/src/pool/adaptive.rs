@@ -16,6 +16,12 @@
 //!   a longer refill means the account is throttling, and every node
 //!   holding more because of it would deepen the throttling.
 //!
+//! While the account is throttling (in the last minute a refill took over
+//! twice T̂ and over 2 s — the budget's retries turn throttling into delay —
+//! or failed with `RequestLimitExceeded`), the pool grows for
+//! waiting pods only and leaves the warm margin for later: speculative calls
+//! from every node are what keeps a congested account congested.
+//!
 //! An idle node therefore holds almost nothing beyond the policy floor (one
 //! prefix in prefix mode, one address otherwise), a busy one holds what its
 //! own traffic needs; and because ADDs waiting on an empty pool count as
