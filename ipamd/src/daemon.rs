@@ -106,6 +106,8 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
             ))
         }
     };
+    // Every EC2 call goes through this node's budget (buckets, backoff).
+    let cloud: Arc<dyn Cloud> = Arc::new(crate::cloud::budget::Budget::new(cloud, config.budget));
     let plan = crate::reconcile::prepare(
         &store,
         &dataplane,
