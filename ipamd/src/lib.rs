@@ -15,10 +15,13 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod demo;
+pub mod http;
+pub mod metered_cloud;
 pub mod metrics;
 pub mod pod;
 pub mod pool;
 pub mod server;
 pub mod store;
+pub mod tuning;
 
 pub use daemon::serve;

@@ -531,8 +531,7 @@ impl PoolMetrics {
             .starvation_seen
             .fetch_max(s.cooldown_starvation_takes, Ordering::Relaxed);
         if s.cooldown_starvation_takes > before {
-            self.starvation
-                .inc_by(s.cooldown_starvation_takes - before);
+            self.starvation.inc_by(s.cooldown_starvation_takes - before);
         }
     }
 }
@@ -760,17 +759,57 @@ impl Metrics {
             starvation_seen: Arc::new(AtomicU64::new(0)),
         };
         for (name, help, g) in [
-            ("ip_addresses", "Pod addresses in the pool (assigned + warm + cooling)", &pool.total),
-            ("ip_addresses_assigned", "Pod addresses held by pods", &pool.assigned),
-            ("ip_addresses_warm", "Free pod addresses ready to hand out", &pool.warm),
-            ("ip_addresses_cooling", "Free pod addresses resting after release (IP_COOLDOWN_PERIOD)", &pool.cooling),
-            ("ip_addresses_target", "Addresses the warm pool aims to hold now (from the warm targets)", &pool.target),
-            ("ip_addresses_max", "Most pod addresses this node may hold (instance type, MAX_ENI)", &pool.max),
+            (
+                "ip_addresses",
+                "Pod addresses in the pool (assigned + warm + cooling)",
+                &pool.total,
+            ),
+            (
+                "ip_addresses_assigned",
+                "Pod addresses held by pods",
+                &pool.assigned,
+            ),
+            (
+                "ip_addresses_warm",
+                "Free pod addresses ready to hand out",
+                &pool.warm,
+            ),
+            (
+                "ip_addresses_cooling",
+                "Free pod addresses resting after release (IP_COOLDOWN_PERIOD)",
+                &pool.cooling,
+            ),
+            (
+                "ip_addresses_target",
+                "Addresses the warm pool aims to hold now (from the warm targets)",
+                &pool.target,
+            ),
+            (
+                "ip_addresses_max",
+                "Most pod addresses this node may hold (instance type, MAX_ENI)",
+                &pool.max,
+            ),
             ("enis", "ENIs attached to this node", &pool.enis),
-            ("enis_max", "Most ENIs this node may have (instance type, MAX_ENI)", &pool.max_enis),
-            ("prefixes", "/28 prefixes delegated to this node's ENIs", &pool.prefixes),
-            ("pool_ready", "1 once the pool's first fill is done", &pool.ready),
-            ("pool_blocked", "1 while the pool's last attempt to grow failed", &pool.blocked),
+            (
+                "enis_max",
+                "Most ENIs this node may have (instance type, MAX_ENI)",
+                &pool.max_enis,
+            ),
+            (
+                "prefixes",
+                "/28 prefixes delegated to this node's ENIs",
+                &pool.prefixes,
+            ),
+            (
+                "pool_ready",
+                "1 once the pool's first fill is done",
+                &pool.ready,
+            ),
+            (
+                "pool_blocked",
+                "1 while the pool's last attempt to grow failed",
+                &pool.blocked,
+            ),
         ] {
             r.register(name, help, g.clone());
         }
@@ -936,7 +975,10 @@ mod tests {
         assert!(m.snapshot().get("DEL").is_none());
         let text = m.encode();
         assert_eq!(
-            line(&text, "vpc_cni_cni_requests_total{command=\"ADD\",result=\"ok\",code=\"0\"}"),
+            line(
+                &text,
+                "vpc_cni_cni_requests_total{command=\"ADD\",result=\"ok\",code=\"0\"}"
+            ),
             Some("vpc_cni_cni_requests_total{command=\"ADD\",result=\"ok\",code=\"0\"} 1")
         );
         assert!(text.contains(
@@ -991,11 +1033,11 @@ mod tests {
         let t: Result<(), _> = Err(CloudError::Throttled {
             operation: "AttachNetworkInterface",
         });
-        m.ec2().observe_result("attach_eni", &t, Duration::from_millis(3));
+        m.ec2()
+            .observe_result("attach_eni", &t, Duration::from_millis(3));
         let text = m.encode();
-        assert!(text.contains(
-            "vpc_cni_ec2_errors_total{operation=\"assign_ips\",error=\"SubnetFull\"} 1"
-        ));
+        assert!(text
+            .contains("vpc_cni_ec2_errors_total{operation=\"assign_ips\",error=\"SubnetFull\"} 1"));
         assert!(text.contains("vpc_cni_ec2_throttles_total{operation=\"attach_eni\"} 1"));
         assert!(text.contains(
             "vpc_cni_ec2_requests_total{operation=\"attach_eni\",result=\"throttled\"} 1"

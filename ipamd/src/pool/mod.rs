@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 use crate::alloc::{Allocator, AttachmentKey, Usage};
@@ -124,7 +125,9 @@ pub struct Pool {
     cloud: Arc<dyn Cloud>,
     alloc: Arc<Allocator>,
     dataplane: Arc<NetlinkDataplane>,
-    settings: PoolSettings,
+    /// Swapped whole by live tuning ([`Self::update_settings`]); read
+    /// through [`Self::settings`] once per decision.
+    settings: ArcSwap<PoolSettings>,
     node: NodeInfo,
     limits: Limits,
     mtu: u32,
@@ -166,7 +169,7 @@ impl Pool {
             cloud: cloud.clone(),
             alloc,
             dataplane,
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             node,
             limits,
             mtu,
@@ -265,6 +268,27 @@ impl Pool {
         Ok(())
     }
 
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        self.settings.load_full()
+    }
+
+    /// Live tuning: new targets take effect at the next fill, which this
+    /// starts. Limits (`MAX_ENI`) and the cooldown are fixed at start.
+    pub fn update_settings(&self, settings: PoolSettings) {
+        self.settings.store(Arc::new(settings));
+        self.nudge();
+    }
+
+    /// How many addresses the pool aims to hold now.
+    pub fn desired_total(&self) -> u32 {
+        desired_total(
+            &self.settings(),
+            &self.limits,
+            self.alloc.usage().used as u32,
+        )
+    }
+
     /// Node identity.
     pub fn node(&self) -> &NodeInfo {
         &self.node
@@ -323,7 +347,7 @@ impl Pool {
             self.limits.max_enis,
             self.limits.ips_per_eni,
         );
-        if let Some(max) = self.settings.max_eni {
+        if let Some(max) = self.settings().max_eni {
             msg.push_str(&format!(", MAX_ENI={max}"));
         }
         msg.push(')');
@@ -361,7 +385,7 @@ impl Pool {
                     .collect()
             };
             let used = self.alloc.usage().used as u32;
-            let step = plan(&self.settings, &self.limits, &counts, used);
+            let step = plan(&self.settings(), &self.limits, &counts, used);
             let result = match step {
                 Step::Idle => break,
                 Step::Assign {

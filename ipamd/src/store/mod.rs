@@ -11,12 +11,14 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+
+use crate::metrics::CheckpointMetrics;
 
 /// Format version of the checkpoint file.
 pub const CHECKPOINT_VERSION: u32 = 1;
@@ -42,6 +44,7 @@ pub enum StoreError {
 pub struct Store {
     dir: PathBuf,
     dirty: Notify,
+    metrics: OnceLock<CheckpointMetrics>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -63,6 +66,7 @@ impl Store {
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
             dirty: Notify::new(),
+            metrics: OnceLock::new(),
         }))
     }
 
@@ -95,6 +99,11 @@ impl Store {
         }
     }
 
+    /// Records every write's latency and result in `metrics`.
+    pub fn observe_with(&self, metrics: CheckpointMetrics) {
+        let _ = self.metrics.set(metrics);
+    }
+
     /// Marks the allocations as changed; the writer picks it up.
     pub fn changed(&self) {
         self.dirty.notify_one();
@@ -109,6 +118,7 @@ impl Store {
         loop {
             self.dirty.notified().await;
             tokio::time::sleep(every).await;
+            let started = std::time::Instant::now();
             let body = Checkpoint {
                 version: CHECKPOINT_VERSION,
                 allocations: snapshot(),
@@ -126,10 +136,24 @@ impl Store {
             })
             .await
             {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot write checkpoint"),
-                Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+                Ok(Ok(())) => self.observe(true, started),
+                Ok(Err(e)) => {
+                    self.observe(false, started);
+                    tracing::error!(error = %e, "cannot write checkpoint")
+                }
+                Err(e) => {
+                    self.observe(false, started);
+                    tracing::error!(error = %e, "checkpoint task failed")
+                }
             }
+        }
+    }
+}
+
+impl Store {
+    fn observe(&self, ok: bool, started: std::time::Instant) {
+        if let Some(m) = self.metrics.get() {
+            m.observe_write(ok, started.elapsed());
         }
     }
 }
