@@ -26,3 +26,6 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     echo "setup: installing cargo-nextest"
     cargo install --locked cargo-nextest >/dev/null
 fi
+
+# promtool for the Prometheus rule and exposition checks (i8 metrics).
+"$(dirname "$0")/setup-promtool.sh"

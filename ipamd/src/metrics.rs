@@ -1086,6 +1086,66 @@ mod tests {
             .contains("vpc_cni_cooldown_starvation_takes_total 5\n"));
     }
 
+    /// Every `vpc_cni_*` name in the alert rules and the README's table is
+    /// one the registry exposes (a sample or a family), so a renamed metric
+    /// cannot leave a dead alert behind.
+    #[test]
+    fn alert_rules_and_readme_name_real_metrics() {
+        let m = Metrics::new();
+        let t = Duration::from_millis(1);
+        m.observe(Command::Add, t, None);
+        m.ec2().observe_call("op", CallOutcome::Throttled, t);
+        m.ec2().observe_call(
+            "op",
+            CallOutcome::Error {
+                code: "E",
+                message: "",
+            },
+            t,
+        );
+        m.reconcile().event("k", 1);
+        m.leaks().event("k", 1);
+        m.policy().observe_update("pod_add", true, t);
+        m.config().reload("applied", 1);
+        m.config().set_settings(&[("warm_ip_target", Some(1))]);
+        let text = m.encode();
+        let mut known = std::collections::HashSet::new();
+        for line in text.lines() {
+            let name = match line.strip_prefix("# TYPE ") {
+                Some(rest) => rest.split(' ').next(),
+                None if !line.starts_with('#') => line.split(['{', ' ']).next(),
+                None => None,
+            };
+            known.extend(name.map(str::to_string));
+        }
+        for (file, doc) in [
+            (
+                "manifests/prometheus-rules.yaml",
+                include_str!("../../manifests/prometheus-rules.yaml"),
+            ),
+            ("README.md", include_str!("../../README.md")),
+        ] {
+            let mut rest = doc;
+            let mut seen = 0;
+            while let Some(i) = rest.find("vpc_cni_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                if name.ends_with('_') {
+                    continue; // the prefix itself, in prose
+                }
+                seen += 1;
+                assert!(
+                    known.contains(&name),
+                    "{file} names {name}, which is not exposed"
+                );
+            }
+            assert!(seen > 10, "{file}: only {seen} metric names found");
+        }
+    }
+
     #[test]
     fn error_kind_is_the_variant_name() {
         assert_eq!(
