@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# promtool (checks manifests/prometheus-rules.yaml, runs its rule unit tests
+# promtool (checks manifests/monitoring/prometheus-rules.yaml, runs its rule unit tests
 # and lints a live /metrics scrape). Debian ships it only inside the
 # `prometheus` server package, whose install would start a server: the
 # package is downloaded and only promtool is extracted from it.

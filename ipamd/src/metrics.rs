@@ -1120,8 +1120,8 @@ mod tests {
         }
         for (file, doc) in [
             (
-                "manifests/prometheus-rules.yaml",
-                include_str!("../../manifests/prometheus-rules.yaml"),
+                "manifests/monitoring/prometheus-rules.yaml",
+                include_str!("../../manifests/monitoring/prometheus-rules.yaml"),
             ),
             ("README.md", include_str!("../../README.md")),
         ] {

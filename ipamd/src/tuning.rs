@@ -10,7 +10,8 @@
 //! A reload lays the file over the process environment and validates the
 //! result with the same parser as start-up ([`Config::from_vars`]), so a bad
 //! value gets the same message; then only the live keys ([`LIVE_KEYS`]) are
-//! applied. Everything else that differs from the running value is reported
+//! applied. For those the file alone counts (a key absent from it is unset),
+//! since a pod's environment is a snapshot taken at its start. Everything else that differs from the running value is reported
 //! as needing a restart. A rejected reload changes nothing.
 
 use std::collections::BTreeMap;
@@ -135,7 +136,14 @@ pub fn evaluate(
     running: &PoolSettings,
     started: &PoolSettings,
 ) -> Evaluation {
-    let mut merged: BTreeMap<String, String> = env.iter().cloned().collect();
+    // The file alone decides the live keys: the environment of a pod that
+    // takes the same ConfigMap through `envFrom` is a snapshot from its
+    // start, so a key removed from the ConfigMap must not live on from it.
+    let mut merged: BTreeMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| !LIVE_KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect();
     let mut restart_required = Vec::new();
     for (k, v) in file {
         if !LIVE_KEYS.contains(&k.as_str()) && merged.get(k).map(|e| e.trim()) != Some(v.as_str()) {
@@ -439,15 +447,19 @@ mod tests {
     }
 
     #[test]
-    fn a_removed_key_falls_back_to_the_environment() {
-        let e = env(&[]);
-        let s = start(&[]);
-        let running = PoolSettings {
-            warm_ip_target: Some(9),
-            ..s
+    fn a_removed_key_is_unset_whatever_the_stale_environment_says() {
+        // The pod started with WARM_IP_TARGET=9 from the ConfigMap (envFrom);
+        // the key has since been removed from it.
+        let e = env(&[("WARM_IP_TARGET", "9"), ("MAX_ENI", "2")]);
+        let s = start(&[("WARM_IP_TARGET", "9"), ("MAX_ENI", "2")]);
+        let ev = evaluate(&e, &file(&[("MAX_ENI", "2")]), &s, &s);
+        let Decision::Apply(next) = ev.decision else {
+            panic!("{ev:?}")
         };
-        let ev = evaluate(&e, &file(&[]), &running, &s);
-        assert_eq!(ev.decision, Decision::Apply(s));
+        assert_eq!(next.warm_ip_target, None);
+        assert_eq!(next.warm_eni_target, 1, "its default");
+        assert_eq!(next.max_eni, Some(2));
+        assert!(ev.restart_required.is_empty());
     }
 
     #[test]

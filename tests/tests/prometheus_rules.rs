@@ -1,4 +1,4 @@
-//! manifests/prometheus-rules.yaml is a valid rule file (promtool check
+//! manifests/monitoring/prometheus-rules.yaml is a valid rule file (promtool check
 //! rules) and its alerts fire when they should and only then (promtool's
 //! rule unit tests on synthetic series). The metric names it uses are
 //! checked against ipamd's registry by ipamd's own unit tests
@@ -12,7 +12,7 @@ use std::process::Command;
 use vpc_cni_e2e::TempDir;
 
 fn manifest() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/prometheus-rules.yaml")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/monitoring/prometheus-rules.yaml")
 }
 
 /// The PrometheusRule's `spec` (`groups:` ...) as a plain rule file.
