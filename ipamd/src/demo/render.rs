@@ -98,6 +98,7 @@ fn render_status_at(view: &Value, now_unix: u64) -> String {
     out.push_str(&eni_lines(view));
     out.push_str(&pod_lines(view, now_unix));
     out.push_str(&metric_line(&view["metrics"]));
+    out.push_str(&daemon_line(&view["daemon"]));
     out.push_str(&config_lines(&view["config"], now_unix));
     out.push_str(&ec2_lines(&view["ec2"], now_unix));
     out
@@ -131,6 +132,23 @@ fn target_line(pool: &Value, config: &Value) -> String {
     }
     out.push('\n');
     out
+}
+
+/// The settings fixed at start.
+fn daemon_line(daemon: &Value) -> String {
+    if !daemon.is_object() {
+        return String::new();
+    }
+    format!(
+        "daemon cloud {}, mtu {}, socket {}, state {}, metrics {}, log {} ({})\n",
+        text(&daemon["cloud"]),
+        number(&daemon["mtu"]),
+        text(&daemon["socket"]),
+        text(&daemon["stateDir"]),
+        daemon["metricsAddr"].as_str().unwrap_or("off"),
+        text(&daemon["logFilter"]),
+        text(&daemon["logFormat"]),
+    )
 }
 
 fn config_lines(config: &Value, now_unix: u64) -> String {
@@ -415,6 +433,8 @@ mod tests {
                            "error": "invalid WARM_IP_TARGET=\"x\": invalid digit",
                            "restartRequired": ["MAX_ENI"]},
         });
+        v["daemon"] = json!({"cloud": "sim", "mtu": 9001, "socket": "/run/vpc-cni/ipamd.sock",
+            "stateDir": "/var/lib/vpc-cni", "metricsAddr": null, "logFilter": "info", "logFormat": "json"});
         v["ec2"] = json!({"lastErrors": [
             {"atUnix": NOW - 120, "operation": "assign_ips", "code": "SubnetFull",
              "message": "subnet subnet-1 has no free addresses left"},
@@ -428,6 +448,10 @@ mod tests {
         );
         assert!(
             text.contains("config generation 2, from /etc/vpc-cni/config\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("daemon cloud sim, mtu 9001, socket /run/vpc-cni/ipamd.sock, state /var/lib/vpc-cni, metrics off, log info (json)\n"),
             "{text}"
         );
         assert!(
