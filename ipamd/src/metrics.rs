@@ -124,6 +124,9 @@ pub struct CniMetrics {
     /// Per-command totals for `ipamd status` (Prometheus families cannot be
     /// read back by label).
     per: Arc<[PerCommand; 6]>,
+    /// The success series of each command, resolved once: the common case
+    /// then skips the families' label hashing and locks.
+    ok: Arc<[(Counter, Histogram); 6]>,
 }
 
 const COMMANDS: [Command; 6] = [
@@ -149,21 +152,29 @@ fn slot(command: Command) -> usize {
 impl CniMetrics {
     /// Records one handled request; `error_code` is the CNI code of a failure.
     pub fn observe(&self, command: Command, took: Duration, error_code: Option<u32>) {
-        let name = command.as_str();
-        let result = if error_code.is_some() { "error" } else { "ok" };
-        self.requests
-            .get_or_create(&CniCodeLabels {
-                command: name,
-                result,
-                code: error_code.unwrap_or(0),
-            })
-            .inc();
-        self.duration
-            .get_or_create(&CniLabels {
-                command: name,
-                result,
-            })
-            .observe(secs(took));
+        match error_code {
+            None => {
+                let (count, duration) = &self.ok[slot(command)];
+                count.inc();
+                duration.observe(secs(took));
+            }
+            Some(code) => {
+                let name = command.as_str();
+                self.requests
+                    .get_or_create(&CniCodeLabels {
+                        command: name,
+                        result: "error",
+                        code,
+                    })
+                    .inc();
+                self.duration
+                    .get_or_create(&CniLabels {
+                        command: name,
+                        result: "error",
+                    })
+                    .observe(secs(took));
+            }
+        }
         let p = &self.per[slot(command)];
         p.calls.fetch_add(1, Ordering::Relaxed);
         p.total_us.fetch_add(
@@ -618,10 +629,26 @@ impl Metrics {
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
 
+        let requests: Family<CniCodeLabels, Counter> = Family::default();
+        let duration = new_histograms(cni_histogram);
+        let ok = COMMANDS.map(|c| {
+            (
+                requests.get_or_create_owned(&CniCodeLabels {
+                    command: c.as_str(),
+                    result: "ok",
+                    code: 0,
+                }),
+                duration.get_or_create_owned(&CniLabels {
+                    command: c.as_str(),
+                    result: "ok",
+                }),
+            )
+        });
         let cni = CniMetrics {
-            requests: Family::default(),
-            duration: new_histograms(cni_histogram),
+            requests,
+            duration,
             per: Arc::new(Default::default()),
+            ok: Arc::new(ok),
         };
         r.register(
             "cni_requests",
@@ -857,13 +884,11 @@ impl Metrics {
         // Series alerts divide by exist from the start at 0, rather than
         // appearing with the first event (an absent series breaks `rate()`).
         for command in [Command::Add, Command::Del, Command::Check] {
-            for (result, code) in [("ok", 0), ("error", cni_plugin::error::INTERNAL)] {
-                let _ = cni.requests.get_or_create(&CniCodeLabels {
-                    command: command.as_str(),
-                    result,
-                    code,
-                });
-            }
+            let _ = cni.requests.get_or_create(&CniCodeLabels {
+                command: command.as_str(),
+                result: "error",
+                code: cni_plugin::error::INTERNAL,
+            });
         }
         for ok in [true, false] {
             let _ = checkpoint.writes.get_or_create(&result_label(ok));
