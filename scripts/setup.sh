@@ -27,5 +27,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest >/dev/null
 fi
 
-# promtool for the Prometheus rule and exposition checks (i8 metrics).
+# Real container runtimes (containerd, podman) and their offline images, for
+# the runtime end-to-end tests; also protoc, which their CRI client's build needs.
+"$(dirname "$0")/setup-runtimes.sh"
+
+# promtool for the Prometheus rule checks (i8 metrics).
 "$(dirname "$0")/setup-promtool.sh"
