@@ -14,6 +14,22 @@
 //! by samplers ([`Metrics::add_sampler`]) that run just before each scrape:
 //! nothing on the ADD path keeps them up to date.
 //!
+//! Who records what:
+//!
+//! | handle | recorded by | call |
+//! |---|---|---|
+//! | [`Metrics::cni`] | `pod::PodService::handle`, every request | `observe(command, took, error_code)` |
+//! | [`Metrics::ec2`] | [`crate::metered_cloud::MeteredCloud`], wrapping the provider inside any budget/retry layer | `observe_result(op, &result, took)` |
+//! | [`Metrics::checkpoint`] | `store::Store::run`, each write | `observe_write(ok, took)` |
+//! | [`Metrics::pool`] | the daemon's sampler (allocator + pool) | `record(&PoolSample)` |
+//! | [`Metrics::config`] | [`crate::tuning::Tuner`] | `reload(result, generation)`, `set_settings` |
+//! | [`Metrics::reconcile`] | reconciliation at start and on resync | `run(ok)`, `event("orphan_released", n)` ... |
+//! | [`Metrics::leaks`] | the pool's leak collection | `run(ok)`, `event("eni_deleted", n)` ... |
+//! | [`Metrics::policy`] | the NetworkPolicy engine, after each transaction | `set_size(rules, sets, elements)`, `observe_update(trigger, ok, took)` |
+//!
+//! The last three families are registered (and documented in the README)
+//! for the subsystems that record them.
+//!
 //! ```
 //! use std::time::Duration;
 //! use ipamd::metrics::{CallOutcome, Metrics};
