@@ -58,12 +58,13 @@ pub enum StartError {
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     // Before anything slow: SIGHUP's default action would kill the daemon.
     let hangups = hangups()?;
-    let listener = server::bind(&config.socket).await?;
-    tracing::info!(socket = %config.socket.display(), "listening");
+    // The port first: if it is taken, no socket file is left behind.
     let http_listener = match config.metrics_addr {
         Some(addr) => Some(http::bind(addr).await?),
         None => None,
     };
+    let listener = server::bind(&config.socket).await?;
+    tracing::info!(socket = %config.socket.display(), "listening");
     let metrics = Arc::new(Metrics::new());
     let slot: ServiceSlot = Arc::new(OnceLock::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

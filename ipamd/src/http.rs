@@ -213,6 +213,17 @@ async fn socket_round_trip(health: &Health) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_port_in_use_is_an_error_naming_the_variable() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let e = bind(addr).await.unwrap_err().to_string();
+        assert!(
+            e.contains("VPC_CNI_METRICS_ADDR") && e.contains(&addr.to_string()),
+            "{e}"
+        );
+    }
+
     #[test]
     fn listen_addresses() {
         assert_eq!(
