@@ -168,7 +168,7 @@ fn metrics_count_real_pods_and_agree_with_status() {
         .expect("ipamd status");
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.contains(&format!("2 cooling; target {} addresses", pool["target"])),
+        text.contains(&format!("2 cooling; target {} in pool", pool["target"])),
         "{text}"
     );
     assert!(

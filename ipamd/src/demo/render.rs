@@ -123,7 +123,7 @@ fn target_line(pool: &Value, config: &Value) -> String {
         }
     }
     let mut out = format!(
-        "       {} ready + {} cooling; target {target} addresses",
+        "       free: {} warm + {} cooling; target {target} in pool",
         number(&pool["warm"]),
         number(&pool["cooling"]),
     );
@@ -233,7 +233,7 @@ fn pool_lines(pool: &Value) -> String {
         None => "state unknown",
     };
     let mut out = format!(
-        "pool   {} used, {} free, {} warm of {} max  ({state})\n",
+        "pool   {} used, {} free, {} in pool of {} max  ({state})\n",
         number(&pool["used"]),
         number(&pool["free"]),
         number(&pool["total"]),
@@ -442,7 +442,7 @@ mod tests {
         let text = render_status_at(&v, NOW);
         assert!(
             text.contains(
-                "       13 ready + 3 cooling; target 7 addresses (WARM_IP_TARGET=5, WARM_ENI_TARGET=1)\n"
+                "       free: 13 warm + 3 cooling; target 7 in pool (WARM_IP_TARGET=5, WARM_ENI_TARGET=1)\n"
             ),
             "{text}"
         );
@@ -468,7 +468,7 @@ mod tests {
         let text = render_status_at(&view(), NOW);
         assert!(text.starts_with("node   i-0abc (m5.large)\n"), "{text}");
         assert!(
-            text.contains("pool   2 used, 16 free, 18 warm of 27 max  (ready)"),
+            text.contains("pool   2 used, 16 free, 18 in pool of 27 max  (ready)"),
             "{text}"
         );
         assert!(!text.contains("blocked"), "{text}");
