@@ -78,6 +78,12 @@ pub struct Config {
     /// `VPC_CNI_CONFIG_PATH`: a directory of one file per key (a mounted
     /// ConfigMap) or a `KEY=VALUE` file, re-read for live tuning.
     pub config_path: Option<PathBuf>,
+    /// `VPC_CNI_DURABILITY` (`sync`, the default: ADD answers once its
+    /// allocation is on disk; `async`: at once).
+    pub durability: crate::store::Durability,
+    /// `VPC_CNI_AWS_NODE_CHECKPOINT` (default `/var/run/aws-node/ipam.json`):
+    /// aws-node's checkpoint, read when ours is absent.
+    pub aws_node_checkpoint: PathBuf,
 }
 
 /// How the daemon writes its log.
@@ -228,6 +234,16 @@ impl Config {
             None => None,
             Some(_) => Some(abs_path(&env, "VPC_CNI_CONFIG_PATH", "")?),
         };
+        let durability = match get("VPC_CNI_DURABILITY") {
+            None => crate::store::Durability::Sync,
+            Some(v) => crate::store::Durability::parse(v)
+                .ok_or_else(|| err("VPC_CNI_DURABILITY", v, "expected `sync` or `async`"))?,
+        };
+        let aws_node_checkpoint = abs_path(
+            &env,
+            "VPC_CNI_AWS_NODE_CHECKPOINT",
+            "/var/run/aws-node/ipam.json",
+        )?;
         Ok(Config {
             socket,
             state_dir,
@@ -240,6 +256,8 @@ impl Config {
             log_format,
             metrics_addr,
             config_path,
+            durability,
+            aws_node_checkpoint,
         })
     }
 
@@ -354,6 +372,8 @@ mod tests {
             ("VPC_CNI_METRICS_ADDR", "61678"),
             ("VPC_CNI_METRICS_ADDR", ":http"),
             ("VPC_CNI_CONFIG_PATH", "etc/vpc-cni"),
+            ("VPC_CNI_DURABILITY", "maybe"),
+            ("VPC_CNI_AWS_NODE_CHECKPOINT", "ipam.json"),
         ] {
             let e = Config::from_vars(vars(&[(var, value)])).unwrap_err();
             assert_eq!(e.var, var);

@@ -5,15 +5,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::alloc::AttachmentKey;
-use crate::cloud::sim::{SimCloud, SimConfig, VethFabric};
+use crate::cloud::sim::{PersistentSim, SimConfig, VethFabric};
 use crate::cloud::Cloud;
 use crate::config::{CloudKind, Config};
 use crate::dataplane::NetlinkDataplane;
 use crate::http;
 use crate::metered_cloud::MeteredCloud;
 use crate::metrics::{Metrics, PoolSample};
-use crate::pod::{PodRecord, PodService};
+use crate::pod::PodService;
 use crate::pool::Pool;
 use crate::server::{self, ServiceSlot};
 use crate::store::Store;
@@ -21,8 +20,6 @@ use crate::tuning::{self, Tuner};
 
 /// How often a blocked pool retries and the pool re-checks its targets.
 const POOL_RESYNC: Duration = Duration::from_secs(30);
-/// Coalescing window of checkpoint writes.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +36,9 @@ pub enum StartError {
     /// The cloud provider.
     #[error("cloud: {0}")]
     Cloud(String),
+    /// Reconcile could not look at the node.
+    #[error(transparent)]
+    Reconcile(#[from] crate::reconcile::ReconcileError),
     /// Enabling IPv4 forwarding in the node namespace.
     #[error("enabling net.ipv4.ip_forward: {0}")]
     Forwarding(std::io::Error),
@@ -128,12 +128,14 @@ async fn start(
     let startup = tuning::startup_settings(config, &env).map_err(StartError::Config)?;
     // Pods reach each other and the VPC through the node: it must route.
     std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1").map_err(StartError::Forwarding)?;
-    let store = Store::open(&config.state_dir)?;
+    let store = Store::open(&config.state_dir, config.durability)?;
     let dataplane = Arc::new(NetlinkDataplane::new()?);
     let cloud: Arc<dyn Cloud> = match config.cloud {
         CloudKind::Sim => {
             let fabric = VethFabric::new().map_err(|e| StartError::Cloud(e.to_string()))?;
-            let sim = SimCloud::new(
+            // The simulated instance outlives ipamd, as an EC2 instance does.
+            let sim = PersistentSim::open(
+                &config.state_dir,
                 SimConfig {
                     instance_type: config.sim.instance_type.clone(),
                     vpc_cidr: config.sim.vpc_cidr,
@@ -156,17 +158,23 @@ async fn start(
     // budget/retry layer wraps this one).
     let cloud: Arc<dyn Cloud> = Arc::new(MeteredCloud::new(cloud, metrics.ec2().clone()));
     store.observe_with(metrics.checkpoint().clone());
-    let restored: Vec<PodRecord> = store.load().unwrap_or_default();
-    let held: Vec<(AttachmentKey, std::net::Ipv4Addr)> = restored
-        .iter()
-        .map(|r| (AttachmentKey::new(&r.container_id, &r.ifname), r.addr))
-        .collect();
+    let plan = crate::reconcile::prepare(
+        &store,
+        &dataplane,
+        cloud.as_ref(),
+        &config.aws_node_checkpoint,
+        config.mtu,
+    )
+    .await;
+    metrics.reconcile().run(plan.is_ok());
+    let plan = plan?;
+    count_reconcile(&metrics, &plan.report);
     let pool = Pool::start(
         cloud,
         dataplane.clone(),
         startup.settings,
         config.mtu,
-        &held,
+        &plan.held(),
     )
     .await
     .map_err(|e| StartError::Cloud(e.to_string()))?;
@@ -176,14 +184,19 @@ async fn start(
     let service = Arc::new(PodService::new(
         alloc.clone(),
         pool.clone(),
-        dataplane,
+        dataplane.clone(),
         store.clone(),
         metrics.clone(),
         config.mtu,
         config.veth_reap_delay,
     ));
-    if !restored.is_empty() {
-        service.restore(restored);
+    // After the fill, so released addresses that joined the pool rest
+    // in its cooldown.
+    tokio::task::block_in_place(|| {
+        crate::reconcile::apply(&plan, &dataplane, &alloc, config.pool.cooldown)
+    });
+    if !plan.keep.is_empty() {
+        service.restore(plan.keep.clone());
         pool.nudge();
     }
     let for_pool = pool.clone();
@@ -199,8 +212,7 @@ async fn start(
     let effective = effective_config(config);
     service.add_status_section("daemon", Box::new(move || effective.clone()));
     tokio::spawn(tuner.run(hangups));
-    let for_store = service.clone();
-    tokio::spawn(store.run(CHECKPOINT_EVERY, move || for_store.records()));
+    store.start(plan.keep)?;
     tokio::spawn(pool.clone().run(POOL_RESYNC));
     let usage = alloc.usage();
     tracing::info!(addresses = usage.total, blocked = ?pool.blocked_reason(), "ready");
@@ -252,4 +264,23 @@ fn effective_config(config: &Config) -> serde_json::Value {
             "ipCooldownSeconds": config.pool.cooldown.as_secs(),
         },
     })
+}
+
+/// What reconciliation found and repaired, by kind.
+fn count_reconcile(metrics: &Metrics, r: &crate::reconcile::Report) {
+    let m = metrics.reconcile();
+    for (kind, n) in [
+        ("kept", r.kept),
+        ("migrated_from_aws_node", r.migrated),
+        ("rebuilt_from_kernel", r.rebuilt),
+        ("held_unknown", r.held_unknown),
+        ("released", r.released),
+        ("veth_reaped", r.reaped),
+        ("not_in_cloud", r.not_in_cloud),
+        ("duplicate_dropped", r.duplicates),
+    ] {
+        if n > 0 {
+            m.event(kind, n as u64);
+        }
+    }
 }

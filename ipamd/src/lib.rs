@@ -20,6 +20,7 @@ pub mod metered_cloud;
 pub mod metrics;
 pub mod pod;
 pub mod pool;
+pub mod reconcile;
 pub mod server;
 pub mod store;
 pub mod tuning;

@@ -157,6 +157,12 @@ fn metrics_count_real_pods_and_agree_with_status() {
     assert_eq!(status["ec2"]["lastErrors"], serde_json::json!([]));
     assert!(m.get("vpc_cni_checkpoint_write_duration_seconds_count", &[]) >= 1.0);
     assert_eq!(m.get("vpc_cni_config_generation", &[]), 0.0);
+    // Start-up reconciled once (an empty node: nothing kept or repaired).
+    assert_eq!(
+        m.get("vpc_cni_reconcile_runs_total", &[("result", "ok")]),
+        1.0
+    );
+    assert_eq!(m.sum("vpc_cni_reconcile_events_total", &[]), 0.0);
     assert_eq!(m.get("vpc_cni_build_info", &[]), 1.0);
 
     // The text view shows the same numbers to a human.
@@ -432,5 +438,23 @@ fn plugin_logs_to_its_file_and_never_to_stdout() {
             .nth(1)
             .is_some_and(|l| l.contains("cmd=\"DEL\"")),
         "{text}"
+    );
+}
+
+#[test]
+#[ignore = "privileged: needs root and CAP_NET_ADMIN"]
+fn reconcile_after_a_crash_is_counted() {
+    let mut node = Node::start();
+    // Kept alive: a pod whose namespace is gone would be released instead.
+    let _pods: Vec<_> = (0..3).map(|i| node.add_pod(&format!("r-{i}"))).collect();
+    node.crash_and_restart();
+    let m = scrape(&node);
+    assert_eq!(
+        m.get("vpc_cni_reconcile_runs_total", &[("result", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        m.get("vpc_cni_reconcile_events_total", &[("kind", "kept")]),
+        3.0
     );
 }

@@ -24,6 +24,7 @@
 
 mod addresses;
 mod fabric;
+mod persist;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
@@ -37,6 +38,7 @@ use tracing::{info, warn};
 
 use self::addresses::SubnetAddresses;
 pub use self::fabric::{Fabric, NoFabric, VethFabric};
+pub use self::persist::{PersistentSim, SIM_STATE_FILE};
 use super::limits::{self, InstanceLimits};
 use super::{Cloud, CloudError, Eni, EniId, MacAddr, NodeInfo, Result, Subnet};
 
