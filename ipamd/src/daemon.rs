@@ -127,7 +127,14 @@ async fn start(
     let env = crate::config::process_env();
     let startup = tuning::startup_settings(config, &env).map_err(StartError::Config)?;
     // Pods reach each other and the VPC through the node: it must route.
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1").map_err(StartError::Forwarding)?;
+    // Read first: in the DaemonSet /proc/sys is read-only and the init
+    // container (`ipamd install-cni`) has already set it.
+    crate::sysctl::ensure(
+        std::path::Path::new(crate::sysctl::PROC_SYS),
+        "net/ipv4/ip_forward",
+        "1",
+    )
+    .map_err(StartError::Forwarding)?;
     let store = Store::open(&config.state_dir, config.durability)?;
     let dataplane = Arc::new(NetlinkDataplane::new()?);
     let cloud: Arc<dyn Cloud> = match config.cloud {

@@ -16,6 +16,8 @@ pub mod daemon;
 pub mod dataplane;
 pub mod demo;
 pub mod http;
+pub mod install_cni;
+pub mod known_env;
 pub mod metered_cloud;
 pub mod metrics;
 pub mod pod;
@@ -23,6 +25,7 @@ pub mod pool;
 pub mod reconcile;
 pub mod server;
 pub mod store;
+pub mod sysctl;
 pub mod tuning;
 
 pub use daemon::serve;

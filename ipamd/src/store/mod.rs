@@ -42,6 +42,12 @@ pub const CHECKPOINT_FILE: &str = "checkpoint.json";
 /// rarely: its cost is spread over at least this many changes.
 pub const COMPACT_MIN_OPS: usize = 1024;
 
+/// Journal space written (as zeros) ahead of use. Appends then overwrite
+/// blocks the file already has, so an fdatasync flushes only data: no
+/// file-system journal commit, which on ext4 would also wait for every other
+/// process's dirty data (measured: 0.1 ms vs several ms on a busy node).
+pub const JOURNAL_CHUNK: u64 = 2 << 20;
+
 /// Whether an ADD waits for its allocation to be on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -343,6 +349,8 @@ impl<R: Record> Store<R> {
             dir: self.dir.clone(),
             generation,
             journal,
+            offset: 0,
+            allocated: JOURNAL_CHUNK,
             map,
             ops_since_snapshot: 0,
             metrics: self.metrics.get().cloned(),
@@ -392,6 +400,10 @@ struct Writer<R> {
     dir: PathBuf,
     generation: u64,
     journal: File,
+    /// Where the next line goes.
+    offset: u64,
+    /// How much of the file is written (zeros past `offset`).
+    allocated: u64,
     /// What the snapshot plus the journal say: the next snapshot's content.
     map: BTreeMap<RecordKey, R>,
     ops_since_snapshot: usize,
@@ -428,16 +440,12 @@ impl<R: Record> Writer<R> {
                 buf.push(b'\n');
             }
             let started = std::time::Instant::now();
-            let written = self
-                .journal
-                .write_all(&buf)
-                .and_then(|()| self.journal.sync_data())
-                .map_err(|e| {
-                    format!(
-                        "{}: {e}",
-                        self.dir.join(journal_name(self.generation)).display()
-                    )
-                });
+            let written = self.append(&buf).map_err(|e| {
+                format!(
+                    "{}: {e}",
+                    self.dir.join(journal_name(self.generation)).display()
+                )
+            });
             if let Some(m) = &self.metrics {
                 m.observe_write(written.is_ok(), started.elapsed());
             }
@@ -465,6 +473,8 @@ impl<R: Record> Writer<R> {
                     Ok(journal) => {
                         self.generation += 1;
                         self.journal = journal;
+                        self.offset = 0;
+                        self.allocated = JOURNAL_CHUNK;
                         self.ops_since_snapshot = 0;
                         tracing::debug!(generation = self.generation, "journal compacted");
                     }
@@ -475,6 +485,39 @@ impl<R: Record> Writer<R> {
             }
         }
     }
+}
+
+impl<R> Writer<R> {
+    /// Writes `buf` at the end of the journal's lines and makes it durable.
+    /// Past the zeroed space, another chunk is zeroed first (once per
+    /// [`JOURNAL_CHUNK`]: its fsync carries the size change).
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let end = self.offset + buf.len() as u64;
+        if end > self.allocated {
+            let grow = (end - self.allocated).div_ceil(JOURNAL_CHUNK) * JOURNAL_CHUNK;
+            zero_fill(&self.journal, self.allocated, grow)?;
+            self.allocated += grow;
+            self.journal.sync_all()?;
+        }
+        self.journal.write_all_at(buf, self.offset)?;
+        self.journal.sync_data()?;
+        self.offset = end;
+        Ok(())
+    }
+}
+
+/// Writes `len` zero bytes at `at`.
+fn zero_fill(file: &File, at: u64, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let zeros = vec![0u8; 64 * 1024];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at + done)?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// Writes the snapshot of `generation` atomically, creates its (empty)
@@ -496,15 +539,16 @@ fn compact<R: Record>(
         allocations: &records,
     })
     .map_err(|e| io(std::io::Error::other(e)))?;
-    // The new journal exists (empty) before the snapshot naming it does;
-    // the directory fsync after the rename makes both durable. Only this
-    // writer appends to it, so a plain (non-append) handle stays at its end.
+    // The new journal exists (empty: zeros) before the snapshot naming it
+    // does; the directory fsync after the rename makes both durable.
     let journal = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
         .open(dir.join(journal_name(generation)))
         .map_err(io)?;
+    zero_fill(&journal, 0, JOURNAL_CHUNK).map_err(io)?;
+    journal.sync_all().map_err(io)?;
     write_atomically(dir, CHECKPOINT_FILE, &bytes)?;
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.filter_map(|e| e.ok()) {

@@ -239,3 +239,28 @@ fn atomic_write_replaces_the_file() {
     assert_eq!(fs::read(dir.0.join("c.json")).unwrap(), b"two");
     assert!(!dir.0.join(".c.json.tmp").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_grows_past_its_zeroed_space() {
+    let dir = TempDir::new();
+    let store = Store::<Rec>::open(&dir.0, Durability::Sync).unwrap();
+    store.load();
+    store.start(Vec::new()).unwrap();
+    let big = "x".repeat(4096);
+    // 600 lines of > 4 KiB: past the first zeroed chunk, before compaction.
+    let tasks: Vec<_> = (0..600)
+        .map(|i| {
+            let s = store.clone();
+            let id = format!("{big}{i:04}");
+            tokio::spawn(async move { s.put(rec(&id, i)).durable().await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let journal = dir.0.join(journal_name(1));
+    assert!(fs::metadata(&journal).unwrap().len() >= 2 * JOURNAL_CHUNK);
+    let loaded = Store::<Rec>::open(&dir.0, Durability::Sync).unwrap().load();
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+    assert_eq!(loaded.records.unwrap().len(), 600);
+}
