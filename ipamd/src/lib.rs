@@ -17,6 +17,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod metrics;
 pub mod pod;
+pub mod policy;
 pub mod pool;
 pub mod server;
 pub mod store;

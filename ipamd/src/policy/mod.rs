@@ -1,0 +1,5 @@
+//! NetworkPolicy enforcement: the cluster model and its sources, the
+//! semantics that turn it into per-pod rules ([`ir`]), and the nftables
+//! engine that programs them.
+
+pub mod ir;
