@@ -2,4 +2,6 @@
 //! semantics that turn it into per-pod rules ([`ir`]), and the nftables
 //! engine that programs them.
 
+pub mod eval;
 pub mod ir;
+pub mod model;
