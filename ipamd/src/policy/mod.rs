@@ -3,3 +3,4 @@
 //! engine that programs them.
 
 pub mod ir;
+pub mod nft;
