@@ -2,5 +2,6 @@
 //! semantics that turn it into per-pod rules ([`ir`]), and the nftables
 //! engine that programs them.
 
+pub mod compile;
 pub mod ir;
 pub mod nft;
