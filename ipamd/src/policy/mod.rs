@@ -3,5 +3,6 @@
 //! engine that programs them.
 
 pub mod compile;
+pub mod engine;
 pub mod ir;
 pub mod nft;
