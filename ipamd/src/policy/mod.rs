@@ -4,5 +4,13 @@
 
 pub mod compile;
 pub mod engine;
+pub mod eval;
 pub mod ir;
+pub mod model;
 pub mod nft;
+
+impl engine::RuleSource for model::ClusterState {
+    fn rules_for(&self, pod: &ir::PodKey) -> Option<ir::PodRules> {
+        eval::rules_for(self, pod)
+    }
+}
