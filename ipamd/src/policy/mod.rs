@@ -8,6 +8,7 @@ pub mod eval;
 pub mod ir;
 pub mod model;
 pub mod nft;
+pub mod settings;
 
 impl engine::RuleSource for model::ClusterState {
     fn rules_for(&self, pod: &ir::PodKey) -> Option<ir::PodRules> {
