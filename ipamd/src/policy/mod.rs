@@ -9,6 +9,7 @@ pub mod ir;
 pub mod model;
 pub mod nft;
 pub mod settings;
+pub mod source;
 
 impl engine::RuleSource for model::ClusterState {
     fn rules_for(&self, pod: &ir::PodKey) -> Option<ir::PodRules> {

@@ -163,6 +163,30 @@ pub enum Object {
     NetworkPolicy(NetworkPolicy),
 }
 
+/// Names one object across kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKey {
+    /// A namespace by name.
+    Namespace(String),
+    /// A pod.
+    Pod(PodKey),
+    /// A network policy: namespace, name.
+    NetworkPolicy(String, String),
+}
+
+impl Object {
+    /// The object's key.
+    pub fn key(&self) -> ObjectKey {
+        match self {
+            Object::Namespace(n) => ObjectKey::Namespace(n.name.clone()),
+            Object::Pod(p) => ObjectKey::Pod(p.key.clone()),
+            Object::NetworkPolicy(p) => {
+                ObjectKey::NetworkPolicy(p.namespace.clone(), p.name.clone())
+            }
+        }
+    }
+}
+
 pub use convert::{namespace_from_api, network_policy_from_api, object_from_value, pod_from_api};
 
 /// One immutable snapshot of everything the sources know. Objects sit
@@ -203,6 +227,35 @@ impl ClusterState {
                 self.policies
                     .insert((p.namespace.clone(), p.name.clone()), Arc::new(p));
             }
+        }
+    }
+
+    /// Removes one object; true if it was there.
+    pub fn remove(&mut self, key: &ObjectKey) -> bool {
+        match key {
+            ObjectKey::Namespace(n) => self.namespaces.remove(n).is_some(),
+            ObjectKey::Pod(k) => self.pods.remove(k).is_some(),
+            ObjectKey::NetworkPolicy(ns, n) => {
+                self.policies.remove(&(ns.clone(), n.clone())).is_some()
+            }
+        }
+    }
+
+    /// Keys of every object of the same kind as `like`.
+    pub fn keys_like(&self, like: &ObjectKey) -> Vec<ObjectKey> {
+        match like {
+            ObjectKey::Namespace(_) => self
+                .namespaces
+                .keys()
+                .cloned()
+                .map(ObjectKey::Namespace)
+                .collect(),
+            ObjectKey::Pod(_) => self.pods.keys().cloned().map(ObjectKey::Pod).collect(),
+            ObjectKey::NetworkPolicy(..) => self
+                .policies
+                .keys()
+                .map(|(ns, n)| ObjectKey::NetworkPolicy(ns.clone(), n.clone()))
+                .collect(),
         }
     }
 
