@@ -70,6 +70,8 @@ pub struct Config {
     pub veth_reap_delay: Duration,
     /// `VPC_CNI_LOG_LEVEL` (default `info`), or `RUST_LOG` for a full filter.
     pub log_filter: String,
+    /// `VPC_CNI_POLICY_SOURCE` and `VPC_CNI_POLICY_MODE`.
+    pub policy: crate::policy::settings::PolicySettings,
 }
 
 /// An invalid setting.
@@ -181,7 +183,12 @@ impl Config {
             },
             (None, None) => "info".to_string(),
         };
+        let policy = crate::policy::settings::PolicySettings::parse(
+            get("VPC_CNI_POLICY_SOURCE"),
+            get("VPC_CNI_POLICY_MODE"),
+        )?;
         Ok(Config {
+            policy,
             socket,
             state_dir,
             cloud,
@@ -284,6 +291,8 @@ mod tests {
             ("ENABLE_PREFIX_DELEGATION", "yes please"),
             ("VPC_CNI_SIM_SUBNET_CIDR", "192.168.0.0/24"),
             ("VPC_CNI_LOG_LEVEL", "loud"),
+            ("VPC_CNI_POLICY_SOURCE", "etcd"),
+            ("VPC_CNI_POLICY_MODE", "lax"),
         ] {
             let e = Config::from_vars(vars(&[(var, value)])).unwrap_err();
             assert_eq!(e.var, var);
