@@ -35,6 +35,9 @@ pub enum StartError {
     /// The cloud provider.
     #[error("cloud: {0}")]
     Cloud(String),
+    /// NetworkPolicy enforcement.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::run::PolicyStartError),
     /// Enabling IPv4 forwarding in the node namespace.
     #[error("enabling net.ipv4.ip_forward: {0}")]
     Forwarding(std::io::Error),
@@ -108,7 +111,8 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
     let alloc = pool.alloc().clone();
     pool.fill().await;
     let metrics = Arc::new(Metrics::default());
-    let service = Arc::new(PodService::new(
+    let policy = crate::policy::run::start(&config.policy, &restored).await?;
+    let service = PodService::new(
         alloc.clone(),
         pool.clone(),
         dataplane,
@@ -116,7 +120,11 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
         metrics,
         config.mtu,
         config.veth_reap_delay,
-    ));
+    );
+    let service = Arc::new(match policy {
+        Some(engine) => service.with_policy(engine),
+        None => service,
+    });
     if !restored.is_empty() {
         service.restore(restored);
         pool.nudge();

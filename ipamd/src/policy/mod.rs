@@ -8,6 +8,7 @@ pub mod eval;
 pub mod ir;
 pub mod model;
 pub mod nft;
+pub mod run;
 pub mod settings;
 pub mod source;
 

@@ -119,7 +119,12 @@ mod tests {
     fn bad_values_name_variable_and_value() {
         for (src, mode, var, value) in [
             (Some("etcd"), None, "VPC_CNI_POLICY_SOURCE", "etcd"),
-            (Some("dir:relative"), None, "VPC_CNI_POLICY_SOURCE", "dir:relative"),
+            (
+                Some("dir:relative"),
+                None,
+                "VPC_CNI_POLICY_SOURCE",
+                "dir:relative",
+            ),
             (None, Some("paranoid"), "VPC_CNI_POLICY_MODE", "paranoid"),
         ] {
             let e = PolicySettings::parse(src, mode).unwrap_err();
