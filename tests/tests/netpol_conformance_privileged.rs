@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -235,6 +235,23 @@ fn serve(
     }
 }
 
+/// A UDP client socket on a source port no earlier probe used. Conntrack
+/// keeps a UDP flow for up to two minutes; a probe that happened to reuse
+/// the 5-tuple of an earlier, then-allowed probe would ride that flow past
+/// a policy that now denies it (existing flows surviving a policy change is
+/// how every conntrack-based enforcer behaves, but it is not what a case
+/// asks). A run sends far fewer UDP probes than the range holds.
+fn udp_client() -> Option<UdpSocket> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    for _ in 0..16 {
+        let port = 20_000 + (NEXT.fetch_add(1, Ordering::Relaxed) % 40_000) as u16;
+        if let Ok(s) = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))) {
+            return Some(s);
+        }
+    }
+    None
+}
+
 /// One probe from inside the namespace the calling thread is in.
 fn probe_here(to: Ipv4Addr, port: u16, proto: Proto) -> bool {
     let addr = SocketAddr::from((to, port));
@@ -248,7 +265,7 @@ fn probe_here(to: Ipv4Addr, port: u16, proto: Proto) -> bool {
             matches!(s.read(&mut b), Ok(1))
         }
         Udp => {
-            let Ok(s) = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))) else {
+            let Some(s) = udp_client() else {
                 return false;
             };
             let _ = s.set_read_timeout(Some(PROBE_TIMEOUT));

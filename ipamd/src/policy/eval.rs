@@ -32,14 +32,14 @@ pub fn rules_for(state: &ClusterState, pod: &PodKey) -> Option<PodRules> {
         let mut resolver = Resolver::new(state, pol);
         if pol.affects_ingress {
             let out = ingress.get_or_insert_with(Vec::new);
-            for rule in &pol.ingress {
-                ingress_rule(&mut resolver, rule, target, out);
+            for (i, rule) in pol.ingress.iter().enumerate() {
+                ingress_rule(&mut resolver, (false, i), rule, target, out);
             }
         }
         if pol.affects_egress {
             let out = egress.get_or_insert_with(Vec::new);
-            for rule in &pol.egress {
-                egress_rule(&mut resolver, rule, out);
+            for (i, rule) in pol.egress.iter().enumerate() {
+                egress_rule(&mut resolver, (true, i), rule, out);
             }
         }
     }
@@ -84,19 +84,51 @@ impl<'a> Resolver<'a> {
     }
 
     /// The addresses a rule's peers stand for; `None` when the rule has no
-    /// peers and so allows every address.
-    fn peer_ranges(&mut self, rule: &'a Rule) -> Option<Vec<(u32, u32)>> {
+    /// peers and so allows every address. `which` is (egress, index).
+    fn peer_ranges(&mut self, which: (bool, usize), rule: &'a Rule) -> Option<Vec<(u32, u32)>> {
         if rule.peers.is_empty() {
             return None;
         }
+        let id = (
+            self.policy as *const NetworkPolicy as usize,
+            which.0,
+            which.1,
+        );
+        let state = self.state;
+        let cached = state.cached_peers(id, || self.resolve_peers(rule));
+        Some(cached.to_vec())
+    }
+
+    fn resolve_peers(&mut self, rule: &'a Rule) -> Vec<(u32, u32)> {
         let mut v = Vec::new();
         for peer in &rule.peers {
             match peer {
                 Peer::Block(ranges) => v.extend_from_slice(ranges),
-                Peer::Pods { .. } => {
-                    for pod in self.state.pods() {
-                        if let Some(ip) = pod.ip {
-                            if self.selects(peer, pod) {
+                // Without a namespaceSelector only the policy's own
+                // namespace can match: look at its pods alone.
+                Peer::Pods {
+                    namespaces: None, ..
+                } => {
+                    let state = self.state;
+                    for pod in state.pods_in(&self.policy.namespace) {
+                        if let (Some(ip), true) = (pod.ip, self.selects(peer, pod)) {
+                            v.push((ip.into(), ip.into()));
+                        }
+                    }
+                }
+                // Namespaces first: most fail the selector, and their pods
+                // are then skipped without a look.
+                Peer::Pods {
+                    namespaces: Some(ns_sel),
+                    pods,
+                } => {
+                    let state = self.state;
+                    for ns in state.pod_namespaces() {
+                        if !ns_sel.matches(&state.namespace_labels(ns)) {
+                            continue;
+                        }
+                        for pod in state.pods_in(ns) {
+                            if let (Some(ip), true) = (pod.ip, pods.matches(&pod.labels)) {
                                 v.push((ip.into(), ip.into()));
                             }
                         }
@@ -104,7 +136,7 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
-        Some(merge_u32(v))
+        merge_u32(v)
     }
 
     /// Known pods (with an address) that a rule's peers cover, for
@@ -169,8 +201,14 @@ fn resolve_named<'p>(
         })
 }
 
-fn ingress_rule<'a>(r: &mut Resolver<'a>, rule: &'a Rule, target: &Pod, out: &mut Vec<Allow>) {
-    let Some(peers) = to_peers(r.peer_ranges(rule)) else {
+fn ingress_rule<'a>(
+    r: &mut Resolver<'a>,
+    which: (bool, usize),
+    rule: &'a Rule,
+    target: &Pod,
+    out: &mut Vec<Allow>,
+) {
+    let Some(peers) = to_peers(r.peer_ranges(which, rule)) else {
         return;
     };
     let ports = if rule.ports.is_empty() {
@@ -190,10 +228,15 @@ fn ingress_rule<'a>(r: &mut Resolver<'a>, rule: &'a Rule, target: &Pod, out: &mu
     out.push(Allow { peers, ports });
 }
 
-fn egress_rule<'a>(r: &mut Resolver<'a>, rule: &'a Rule, out: &mut Vec<Allow>) {
+fn egress_rule<'a>(
+    r: &mut Resolver<'a>,
+    which: (bool, usize),
+    rule: &'a Rule,
+    out: &mut Vec<Allow>,
+) {
     let nums: Vec<PortRange> = rule.ports.iter().filter_map(numeric).collect();
     if rule.ports.is_empty() || !nums.is_empty() {
-        if let Some(peers) = to_peers(r.peer_ranges(rule)) {
+        if let Some(peers) = to_peers(r.peer_ranges(which, rule)) {
             let ports = if rule.ports.is_empty() {
                 Ports::Any
             } else {
@@ -693,6 +736,37 @@ metadata: {name: c, namespace: z, labels: {pod: c}}
         let expect = ingress_only(vec![allow(Peers::Any, Ports::Any)]);
         assert_eq!(rules(&(a.clone() + &b), "x", "a"), expect);
         assert_eq!(rules(&(b + &a), "x", "a"), expect);
+    }
+
+    #[test]
+    fn resolved_peers_follow_changes_to_the_snapshot() {
+        let p = policy(
+            "x",
+            "p",
+            "  podSelector: {}\n  ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]",
+        );
+        let mut s = state(&p);
+        let first = rules_for(&s, &key("x", "a")).unwrap();
+        assert_eq!(first, ingress_only(vec![allow(hosts(&[2]), Ports::Any)]));
+        // Asked again (the cached answer) and for another pod: the same peers.
+        assert_eq!(rules_for(&s, &key("x", "a")).unwrap(), first);
+        assert_eq!(rules_for(&s, &key("x", "c")), None);
+        let more = parse_objects(
+            "kind: Pod\nmetadata: {name: d, namespace: x, labels: {pod: b}}\nstatus: {podIP: 10.0.0.9}\n",
+        )
+        .unwrap();
+        for o in more {
+            s.insert(o);
+        }
+        assert_eq!(
+            rules_for(&s, &key("x", "a")).unwrap(),
+            ingress_only(vec![allow(hosts(&[2, 9]), Ports::Any)])
+        );
+        s.remove(&crate::policy::model::ObjectKey::Pod(key("x", "b")));
+        assert_eq!(
+            rules_for(&s, &key("x", "a")).unwrap(),
+            ingress_only(vec![allow(hosts(&[9]), Ports::Any)])
+        );
     }
 
     #[test]

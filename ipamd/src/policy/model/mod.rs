@@ -198,6 +198,28 @@ pub struct ClusterState {
     pods: BTreeMap<PodKey, Arc<Pod>>,
     policies: BTreeMap<(String, String), Arc<NetworkPolicy>>,
     generation: u64,
+    peers: PeerCache,
+}
+
+/// Which rule of which policy: the policy by its address inside this
+/// snapshot (stable: the snapshot owns the `Arc`, and every mutation clears
+/// the cache), the direction (egress = true) and the rule's index.
+pub(crate) type RuleId = (usize, bool, usize);
+
+/// The addresses each rule's peers resolved to, filled lazily: resolving a
+/// peer scans every pod of the cluster, while the answer is the same for
+/// every local pod the policy selects and for every ADD until the next
+/// snapshot. A clone starts empty (it is about to be changed).
+#[derive(Debug, Default)]
+struct PeerCache(std::sync::Mutex<std::collections::HashMap<RuleId, Ranges>>);
+
+/// Resolved peer addresses: inclusive intervals.
+type Ranges = Arc<[(u32, u32)]>;
+
+impl Clone for PeerCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 impl ClusterState {
@@ -216,6 +238,7 @@ impl ClusterState {
 
     /// Adds or replaces one object.
     pub fn insert(&mut self, o: Object) {
+        self.peers = PeerCache::default();
         match o {
             Object::Namespace(n) => {
                 self.namespaces.insert(n.name.clone(), Arc::new(n));
@@ -232,6 +255,7 @@ impl ClusterState {
 
     /// Removes one object; true if it was there.
     pub fn remove(&mut self, key: &ObjectKey) -> bool {
+        self.peers = PeerCache::default();
         match key {
             ObjectKey::Namespace(n) => self.namespaces.remove(n).is_some(),
             ObjectKey::Pod(k) => self.pods.remove(k).is_some(),
@@ -277,6 +301,53 @@ impl ClusterState {
     /// Every pod.
     pub fn pods(&self) -> impl Iterator<Item = &Pod> {
         self.pods.values().map(|p| &**p)
+    }
+
+    /// The pods of one namespace.
+    pub fn pods_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Pod> {
+        let from = PodKey {
+            namespace: namespace.to_string(),
+            name: String::new(),
+        };
+        self.pods
+            .range(from..)
+            .take_while(move |(k, _)| k.namespace == namespace)
+            .map(|(_, p)| &**p)
+    }
+
+    /// The namespaces that have pods, each once, in order: a walk that
+    /// jumps from one namespace's pods to the next instead of visiting
+    /// every pod.
+    pub fn pod_namespaces(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut cursor = self.pods.keys().next();
+        while let Some(k) = cursor {
+            out.push(k.namespace.as_str());
+            // The least namespace above this one.
+            let next = PodKey {
+                namespace: format!("{}\u{0}", k.namespace),
+                name: String::new(),
+            };
+            cursor = self.pods.range(next..).next().map(|(k, _)| k);
+        }
+        out
+    }
+
+    /// The resolved peers of rule `id`, computed by `resolve` the first
+    /// time this snapshot is asked.
+    pub(crate) fn cached_peers(
+        &self,
+        id: RuleId,
+        resolve: impl FnOnce() -> Vec<(u32, u32)>,
+    ) -> Arc<[(u32, u32)]> {
+        let lock = || self.peers.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = lock().get(&id) {
+            return hit.clone();
+        }
+        // Resolved without the lock: two callers may both compute the
+        // same answer, which is cheaper than serialising every caller.
+        let v: Arc<[(u32, u32)]> = resolve().into();
+        lock().entry(id).or_insert(v).clone()
     }
 
     /// Every policy.
