@@ -91,9 +91,14 @@ pub async fn start(
 async fn apply(engine: &Arc<Engine>, snap: Arc<ClusterState>) {
     let engine = engine.clone();
     let generation = snap.generation();
+    let started = std::time::Instant::now();
     let result = tokio::task::spawn_blocking(move || engine.apply_snapshot(snap)).await;
     match result {
-        Ok(Ok(())) => tracing::debug!(generation, "policy snapshot enforced"),
+        Ok(Ok(())) => tracing::info!(
+            generation,
+            took_us = started.elapsed().as_micros() as u64,
+            "policy snapshot enforced"
+        ),
         Ok(Err(e)) => tracing::error!(generation, error = %e, "policy snapshot not enforced"),
         Err(e) => tracing::error!(error = %e, "policy apply task failed"),
     }
