@@ -2,8 +2,11 @@
 //! nftables compiler can program directly (addresses and port ranges, no
 //! labels). [`crate::policy::eval`] produces it from the cluster's objects;
 //! the engine consumes it. Every collection is kept canonical (sorted,
-//! merged, deduplicated) so two `PodRules` compare equal exactly when they
-//! allow the same traffic, which lets the engine skip unchanged pods.
+//! merged, deduplicated; one `Allow` per distinct port set) so the same
+//! policies always give equal `PodRules`, which lets the engine skip pods
+//! whose rules did not change. (Equal traffic does not always mean equal
+//! values: `{A: 80}, {A: 81}` and `{A: 80-81}` differ, and that only costs
+//! a chain swap that was not needed.)
 
 use std::net::Ipv4Addr;
 
