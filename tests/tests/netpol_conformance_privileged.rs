@@ -35,14 +35,14 @@ const PORTS: [u16; 2] = [80, 81];
 /// A probe that gets no answer within this is a denied one. Generous: an
 /// allowed probe that is slow on a loaded machine only costs a retry of the
 /// round, but a short timeout would make rounds flap.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
 /// How long a case may take to show its table (the source publishes within
 /// 1 s; the rest is slack for a loaded machine).
-const CONVERGE: Duration = Duration::from_secs(20);
+const CONVERGE: Duration = Duration::from_secs(10);
 /// After the table first matches, wait this long and probe again: a table
 /// that matched by coincidence while the previous case was still in force
-/// would not match any more once the new one is.
-const SETTLE: Duration = Duration::from_millis(1500);
+/// would not match any more once the new one is (in force within 1 s).
+const SETTLE: Duration = Duration::from_millis(1200);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Proto {
@@ -416,29 +416,34 @@ impl Cluster {
     }
 
     /// Waits until the probed table equals `expect` (a pod always reaches
-    /// itself: that traffic never leaves its namespace), then confirms it
-    /// once more after [`SETTLE`]. Returns a report of the differences, if
-    /// any.
+    /// itself: that traffic never leaves its namespace) in two rounds
+    /// [`SETTLE`] apart. Returns a report of the differences, if any.
     fn check(&self, case: &str, expect: impl Fn(&Probe) -> bool) -> Result<(), String> {
         let expected: Table = all_probes()
             .into_iter()
             .map(|pr| (pr, pr.from == pr.to || expect(&pr)))
             .collect();
         let deadline = Instant::now() + CONVERGE;
-        let mut got = self.probe_all();
-        while got != expected && Instant::now() < deadline {
+        let mut matched = false;
+        loop {
+            let got = self.probe_all();
+            if got == expected {
+                if matched {
+                    eprintln!("case {case:?}: ok");
+                    return Ok(());
+                }
+                // Maybe the previous case's table by coincidence: look
+                // again once the new input is surely in force.
+                matched = true;
+                thread::sleep(SETTLE);
+                continue;
+            }
+            matched = false;
+            if Instant::now() > deadline {
+                return Err(format!("case {case:?}:\n{}", diff(&expected, &got)));
+            }
             thread::sleep(Duration::from_millis(200));
-            got = self.probe_all();
         }
-        if got == expected {
-            thread::sleep(SETTLE);
-            got = self.probe_all();
-        }
-        if got == expected {
-            eprintln!("case {case:?}: ok");
-            return Ok(());
-        }
-        Err(format!("case {case:?}:\n{}", diff(&expected, &got)))
     }
 
     /// A TCP probe from the node's own namespace to `to` on port 80.
