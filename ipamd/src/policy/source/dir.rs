@@ -301,6 +301,41 @@ mod tests {
             .unwrap();
     }
 
+    /// A ConfigMap volume: `f.yaml -> ..data/f.yaml`, `..data -> ..<ts>`,
+    /// updated by pointing `..data` at a new directory (symlink + rename).
+    #[tokio::test]
+    async fn follows_a_configmap_volume_symlink_swap() {
+        use std::os::unix::fs::symlink;
+        let dir = TempDir::new("configmap");
+        let version = |n: u32, app: &str| {
+            let v = dir.0.join(format!("..2024_v{n}"));
+            std::fs::create_dir(&v).unwrap();
+            std::fs::write(v.join("pods.yaml"), pod_yaml("p1", app)).unwrap();
+            let tmp = dir.0.join("..data_tmp");
+            symlink(format!("..2024_v{n}"), &tmp).unwrap();
+            std::fs::rename(&tmp, dir.0.join("..data")).unwrap();
+        };
+        version(1, "one");
+        symlink("..data/pods.yaml", dir.0.join("pods.yaml")).unwrap();
+        let (tx, mut rx) = watch::channel(Arc::new(ClusterState::default()));
+        let task = tokio::spawn(Box::new(DirSource::new(dir.0.clone())).run(tx));
+        let s = until(&mut rx, "first version", |s| {
+            labels_of(s, "p1").as_deref() == Some("one")
+        })
+        .await;
+        assert_eq!(
+            s.counts(),
+            (0, 1, 0),
+            "hidden ..data entries are not read twice"
+        );
+        version(2, "two");
+        until(&mut rx, "second version", |s| {
+            labels_of(s, "p1").as_deref() == Some("two")
+        })
+        .await;
+        task.abort();
+    }
+
     #[tokio::test]
     async fn a_broken_file_at_start_contributes_nothing_but_the_rest_is_published() {
         let dir = TempDir::new("broken-start");
