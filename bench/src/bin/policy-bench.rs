@@ -81,7 +81,7 @@ impl Run {
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,ipamd::policy=debug")
             .env("VPC_CNI_CLOUD", "sim")
             .env("VPC_CNI_SOCKET", &socket)
             .env("VPC_CNI_STATE_DIR", dir.join("state"))
@@ -419,6 +419,20 @@ fn run(o: &Options, quick: bool) -> Result<()> {
             }
         }
     }
+    let field = |l: &str, name: &str| -> Option<u64> {
+        l.split(&format!("{name}=")).nth(1)?.split_whitespace().next()?.parse().ok()
+    };
+    let installs = log_lines(&run.dir, &on_node, "pod policy installed");
+    let plan: Vec<Duration> = installs
+        .iter()
+        .filter_map(|l| field(l, "plan_us"))
+        .map(Duration::from_micros)
+        .collect();
+    let apply: Vec<Duration> = installs
+        .iter()
+        .filter_map(|l| field(l, "apply_us"))
+        .map(Duration::from_micros)
+        .collect();
     let on_rss = rss_kib(daemon_pid(&run.daemons[1]));
     let off_rss = rss_kib(daemon_pid(&run.daemons[0]));
     let chains = Command::new("ip")
@@ -437,6 +451,7 @@ fn run(o: &Options, quick: bool) -> Result<()> {
         &ms(&apply_us),
         (off_rss, on_rss),
         (chain_count, set_count),
+        (&ms(&plan), &ms(&apply)),
         local,
         (&off_view, &on_view),
     );
@@ -457,6 +472,7 @@ fn render(
     apply: &[f64],
     rss: (u64, u64),
     table: (usize, usize),
+    split: (&[f64], &[f64]),
     local: usize,
     views: (&Value, &Value),
 ) -> String {
@@ -523,6 +539,14 @@ fn render(
             a,
             b,
             b - a
+        );
+    }
+    if !split.0.is_empty() {
+        let _ = writeln!(
+            s,
+            "| of which the policy hook in ADD: rules + plan / netlink transaction (p50) | | {:.0} µs / {:.0} µs | | |",
+            pct(split.0, 0.5) * 1e3,
+            pct(split.1, 0.5) * 1e3
         );
     }
     let _ = writeln!(
