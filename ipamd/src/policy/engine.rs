@@ -259,9 +259,27 @@ impl Engine {
     /// A new cluster snapshot: recomputes every local pod and applies the
     /// difference in one transaction. Blocking.
     pub fn apply_snapshot(&self, snapshot: Arc<dyn RuleSource>) -> Result<(), EngineError> {
+        // The rules are evaluated before the lock is taken, so an ADD is
+        // not queued behind the evaluation of every local pod; a pod added
+        // meanwhile is evaluated under the lock as it is planned.
+        let keys: Vec<PodKey> = self
+            .state()
+            .pods
+            .values()
+            .filter_map(|p| p.key.clone())
+            .collect();
+        let mut by_class: HashMap<String, Option<PodRules>> = HashMap::new();
+        for key in &keys {
+            if let Some(class) = snapshot.class_of(key) {
+                if !by_class.contains_key(&class) {
+                    let rules = snapshot.rules_for(key);
+                    by_class.insert(class, rules);
+                }
+            }
+        }
         let mut st = self.state();
         st.snapshot = Some(snapshot);
-        st.by_class.clear();
+        st.by_class = by_class;
         if st.stale {
             return st.rebuild(self.mode);
         }
