@@ -271,10 +271,9 @@ impl Engine {
         let mut by_class: HashMap<String, Option<PodRules>> = HashMap::new();
         for key in &keys {
             if let Some(class) = snapshot.class_of(key) {
-                if !by_class.contains_key(&class) {
-                    let rules = snapshot.rules_for(key);
-                    by_class.insert(class, rules);
-                }
+                by_class
+                    .entry(class)
+                    .or_insert_with(|| snapshot.rules_for(key));
             }
         }
         let mut st = self.state();
