@@ -55,6 +55,13 @@ impl std::str::FromStr for Mode {
 pub trait RuleSource: Send + Sync {
     /// The rules of `pod`.
     fn rules_for(&self, pod: &PodKey) -> Option<PodRules>;
+
+    /// A key equal for pods whose rules are necessarily equal (same
+    /// namespace, labels and named ports: a Deployment's replicas), so the
+    /// engine evaluates each class once per snapshot. `None`: no sharing.
+    fn class_of(&self, _pod: &PodKey) -> Option<String> {
+        None
+    }
 }
 
 /// Why the engine could not program the kernel.
@@ -108,6 +115,8 @@ struct ChainEntry {
 struct State {
     sock: NftSocket,
     snapshot: Option<Arc<dyn RuleSource>>,
+    /// Rules by [`RuleSource::class_of`], for the current snapshot.
+    by_class: HashMap<String, Option<PodRules>>,
     pods: HashMap<String, PodState>,
     /// Deleted pods whose elements are still in the kernel.
     removed: HashMap<String, PodState>,
@@ -157,6 +166,7 @@ impl Engine {
             state: Mutex::new(State {
                 sock,
                 snapshot: None,
+                by_class: HashMap::new(),
                 pods: HashMap::new(),
                 removed: HashMap::new(),
                 chains: HashMap::new(),
@@ -210,9 +220,19 @@ impl Engine {
         if st.stale && st.snapshot.is_some() {
             return st.rebuild(self.mode);
         }
+        let started = std::time::Instant::now();
         let mut b = Batch::new();
         st.plan_pod(self.mode, veth, &mut b);
-        match st.sock.apply(&b) {
+        let planned = started.elapsed();
+        let applied = st.sock.apply(&b);
+        tracing::debug!(
+            host_veth = veth,
+            plan_us = planned.as_micros() as u64,
+            apply_us = (started.elapsed() - planned).as_micros() as u64,
+            messages = b.len(),
+            "pod policy installed"
+        );
+        match applied {
             Ok(()) => Ok(()),
             Err(e) => {
                 tracing::warn!(host_veth = veth, error = %e, "policy transaction failed; rebuilding the table");
@@ -239,8 +259,26 @@ impl Engine {
     /// A new cluster snapshot: recomputes every local pod and applies the
     /// difference in one transaction. Blocking.
     pub fn apply_snapshot(&self, snapshot: Arc<dyn RuleSource>) -> Result<(), EngineError> {
+        // The rules are evaluated before the lock is taken, so an ADD is
+        // not queued behind the evaluation of every local pod; a pod added
+        // meanwhile is evaluated under the lock as it is planned.
+        let keys: Vec<PodKey> = self
+            .state()
+            .pods
+            .values()
+            .filter_map(|p| p.key.clone())
+            .collect();
+        let mut by_class: HashMap<String, Option<PodRules>> = HashMap::new();
+        for key in &keys {
+            if let Some(class) = snapshot.class_of(key) {
+                by_class
+                    .entry(class)
+                    .or_insert_with(|| snapshot.rules_for(key));
+            }
+        }
         let mut st = self.state();
         st.snapshot = Some(snapshot);
+        st.by_class = by_class;
         if st.stale {
             return st.rebuild(self.mode);
         }
@@ -357,11 +395,19 @@ impl State {
         }
     }
 
-    fn rules(&self, key: Option<&PodKey>) -> Option<PodRules> {
-        match (&self.snapshot, key) {
-            (Some(s), Some(k)) => s.rules_for(k),
-            _ => None,
+    fn rules(&mut self, key: Option<&PodKey>) -> Option<PodRules> {
+        let (Some(s), Some(k)) = (&self.snapshot, key) else {
+            return None;
+        };
+        let Some(class) = s.class_of(k) else {
+            return s.rules_for(k);
+        };
+        if let Some(r) = self.by_class.get(&class) {
+            return r.clone();
         }
+        let r = s.rules_for(k);
+        self.by_class.insert(class, r.clone());
+        r
     }
 
     /// Adds to `b` what brings `veth` from its current targets to the

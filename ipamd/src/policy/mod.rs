@@ -16,4 +16,19 @@ impl engine::RuleSource for model::ClusterState {
     fn rules_for(&self, pod: &ir::PodKey) -> Option<ir::PodRules> {
         eval::rules_for(self, pod)
     }
+
+    /// What [`eval::rules_for`] reads of the pod itself, spelled out
+    /// exactly (no hash, so two classes can never be confused): its
+    /// namespace, labels and named ports.
+    fn class_of(&self, pod: &ir::PodKey) -> Option<String> {
+        let p = self.pod(pod)?;
+        let mut class = format!("{:?}", pod.namespace);
+        for (k, v) in &p.labels {
+            class.push_str(&format!(" {k:?}={v:?}"));
+        }
+        for np in &p.named_ports {
+            class.push_str(&format!(" port {:?}/{:?}/{}", np.name, np.proto, np.port));
+        }
+        Some(class)
+    }
 }
