@@ -14,6 +14,12 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build-release.sh
 ./target/release/pod-churn "$@"
+# NetworkPolicy: ADD with enforcement on vs off, change-to-enforcement, RSS.
+quick_flag=()
+for arg in "$@"; do
+    [[ $arg == --quick ]] && quick_flag=(--quick)
+done
+./target/release/policy-bench "${quick_flag[@]}"
 
 # The allocator against its Mutex baselines (criterion), then its section
 # of bench/RESULTS.md. A --quick run only smoke-tests it.

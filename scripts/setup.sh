@@ -41,6 +41,15 @@ if ! "$k8s_venv/bin/python" -c 'import kubernetes_validate, helm_python' 2>/dev/
 fi
 # --- end of manifests/ and charts/ checks -----------------------------------
 
+# NetworkPolicy (issue 7): the policy tests and the demo read the daemon's
+# table back with `nft list table inet vpc_cni`; ipamd itself never runs nft.
+if ! command -v nft >/dev/null 2>&1; then
+    echo "setup: installing nftables"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends nftables >/dev/null
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "setup: installing cargo-nextest"
     cargo install --locked cargo-nextest >/dev/null

@@ -131,6 +131,8 @@ pub struct Config {
     /// `VPC_CNI_AWS_NODE_CHECKPOINT` (default `/var/run/aws-node/ipam.json`):
     /// aws-node's checkpoint, read when ours is absent.
     pub aws_node_checkpoint: PathBuf,
+    /// `VPC_CNI_POLICY_SOURCE` and `VPC_CNI_POLICY_MODE`.
+    pub policy: crate::policy::settings::PolicySettings,
 }
 
 /// How the daemon writes its log.
@@ -288,7 +290,12 @@ impl Config {
             "VPC_CNI_AWS_NODE_CHECKPOINT",
             "/var/run/aws-node/ipam.json",
         )?;
+        let policy = crate::policy::settings::PolicySettings::parse(
+            get("VPC_CNI_POLICY_SOURCE"),
+            get("VPC_CNI_POLICY_MODE"),
+        )?;
         Ok(Config {
+            policy,
             socket,
             state_dir,
             cloud,
@@ -478,6 +485,8 @@ mod tests {
             ("VPC_CNI_CONFIG_PATH", "etc/vpc-cni"),
             ("VPC_CNI_DURABILITY", "maybe"),
             ("VPC_CNI_AWS_NODE_CHECKPOINT", "ipam.json"),
+            ("VPC_CNI_POLICY_SOURCE", "etcd"),
+            ("VPC_CNI_POLICY_MODE", "lax"),
         ] {
             let e = Config::from_vars(vars(&[(var, value)])).unwrap_err();
             assert_eq!(e.var, var);

@@ -39,6 +39,9 @@ pub enum StartError {
     /// Reconcile could not look at the node.
     #[error(transparent)]
     Reconcile(#[from] crate::reconcile::ReconcileError),
+    /// NetworkPolicy enforcement.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::run::PolicyStartError),
     /// Enabling IPv4 forwarding in the node namespace.
     #[error("enabling net.ipv4.ip_forward: {0}")]
     Forwarding(std::io::Error),
@@ -193,7 +196,8 @@ async fn start(
         reconcile: metrics.reconcile().clone(),
     });
     pool.fill().await;
-    let service = Arc::new(PodService::new(
+    let policy = crate::policy::run::start(&config.policy, &plan.keep).await?;
+    let service = PodService::new(
         alloc.clone(),
         pool.clone(),
         dataplane.clone(),
@@ -201,7 +205,11 @@ async fn start(
         metrics.clone(),
         config.mtu,
         config.veth_reap_delay,
-    ));
+    );
+    let service = Arc::new(match policy {
+        Some(engine) => service.with_policy(engine),
+        None => service,
+    });
     // After the fill, so released addresses that joined the pool rest
     // in its cooldown.
     tokio::task::block_in_place(|| {

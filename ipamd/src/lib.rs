@@ -21,6 +21,7 @@ pub mod known_env;
 pub mod metered_cloud;
 pub mod metrics;
 pub mod pod;
+pub mod policy;
 pub mod pool;
 pub mod reconcile;
 pub mod server;

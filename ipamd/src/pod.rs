@@ -22,6 +22,8 @@ use crate::alloc::{Allocator, AttachmentKey, Lease};
 use crate::dataplane::netns::NetnsError;
 use crate::dataplane::{naming, DataplaneError, NetlinkDataplane, PodNet, Wired, POD_GATEWAY};
 use crate::metrics::Metrics;
+use crate::policy::engine::{Engine as PolicyEngine, Mode as PolicyMode};
+use crate::policy::ir::PodKey;
 use crate::pool::{eni_table, Pool};
 use crate::store::{Record, Store};
 
@@ -94,6 +96,7 @@ pub struct PodService {
     entries: Mutex<HashMap<AttachmentKey, Entry>>,
     /// Sections other subsystems add to `ipamd status` (config, policy, ...).
     sections: Mutex<Vec<(&'static str, StatusSection)>>,
+    policy: Option<Arc<PolicyEngine>>,
 }
 
 /// A function that renders one section of `ipamd status`.
@@ -104,11 +107,16 @@ struct Rollback<'a> {
     service: &'a PodService,
     key: &'a AttachmentKey,
     armed: bool,
+    /// Host veth whose policy elements ADD installed.
+    policy_veth: Option<String>,
 }
 
 impl Drop for Rollback<'_> {
     fn drop(&mut self) {
         if self.armed {
+            if let (Some(engine), Some(veth)) = (&self.service.policy, &self.policy_veth) {
+                engine.pod_deleted(veth);
+            }
             self.service.alloc.release(self.key);
             self.service.entries().remove(self.key);
         }
@@ -136,6 +144,36 @@ impl PodService {
             reap_delay,
             entries: Mutex::new(HashMap::new()),
             sections: Mutex::new(Vec::new()),
+            policy: None,
+        }
+    }
+
+    /// Enforces NetworkPolicy on the pods of this service.
+    pub fn with_policy(mut self, engine: Arc<PolicyEngine>) -> Self {
+        self.policy = Some(engine);
+        self
+    }
+
+    /// Installs the pod's policy before its veth exists, so its first
+    /// packet already meets it. Strict mode fails ADD if that fails.
+    fn add_policy(&self, req: &Request, veth: &str) -> Result<(), CniError> {
+        let Some(engine) = &self.policy else {
+            return Ok(());
+        };
+        let key = match (&req.args.namespace, &req.args.name) {
+            (Some(namespace), Some(name)) => Some(PodKey {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            }),
+            _ => None,
+        };
+        match blocking(|| engine.pod_added(key, veth)) {
+            Ok(()) => Ok(()),
+            Err(e) if engine.mode() == PolicyMode::Standard => {
+                tracing::warn!(error = %e, "policy not installed; the pod stays open until the next update");
+                Ok(())
+            }
+            Err(e) => Err(CniError::new(code::DATAPLANE, format!("ADD: policy: {e}"))),
         }
     }
 
@@ -229,6 +267,7 @@ impl PodService {
             service: self,
             key: &key,
             armed: true,
+            policy_veth: None,
         };
         let lease = self.allocate(&key).await?;
         self.pool.nudge();
@@ -252,6 +291,8 @@ impl PodService {
                 mtu,
             ),
         };
+        self.add_policy(&req, &pod.host_ifname)?;
+        rollback.policy_veth = Some(pod.host_ifname.clone());
         let wired =
             blocking(|| self.dataplane.add_pod(&pod)).map_err(|e| dataplane_error(e, "ADD"))?;
         let result = add_result(&pod, &wired);
@@ -419,6 +460,9 @@ impl PodService {
             let commit = self.store.del(record.key());
             entries.remove(key);
             self.alloc.release(key);
+            if let Some(engine) = &self.policy {
+                engine.pod_deleted(&record.host_ifname);
+            }
             Some(commit)
         } else {
             entries.insert(key.clone(), Entry::Ready(record));

@@ -2,8 +2,9 @@
 //!
 //! It makes a node network namespace, starts `ipamd serve` in it on the
 //! `sim` cloud, execs the real `vpc-cni` plugin for a handful of pods the
-//! way kubelet does, proves the pods can talk (TCP and ICMP), shows the pool
-//! as `ipamd status` does, deletes the pods, and removes everything it made,
+//! way kubelet does, proves the pods can talk (TCP and ICMP), shows a
+//! default-deny NetworkPolicy blocking traffic and an allow rule restoring
+//! it ([`policy`]), shows the pool as `ipamd status` does, deletes the pods, and removes everything it made,
 //! also on error and on Ctrl-C.
 //!
 //! One concern per module: [`preflight`] (root, tools), [`node`] (namespaces,
@@ -18,6 +19,7 @@ mod error;
 mod ip;
 mod node;
 mod plugin;
+mod policy;
 mod preflight;
 mod render;
 
@@ -58,11 +60,13 @@ const CHECKS: [(&str, &str); 4] = [
     ("node", "billing/ledger-0"),
 ];
 
-const STEPS: usize = 7;
+const STEPS: usize = 8;
 /// How long the daemon gets to answer STATUS after it starts.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on one INTROSPECT call.
 const INTROSPECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts per policy check before it counts as failed.
+const POLICY_TRIES: usize = 4;
 /// Lines of the daemon's log shown when something failed.
 const LOG_LINES: usize = 40;
 
@@ -70,7 +74,8 @@ const HELP: &str = "usage: ipamd demo
 
 Builds a throwaway node (network namespace vpccni-demo-<pid>) running
 `ipamd serve` on the simulated cloud, wires six pods with the real vpc-cni
-plugin, checks they can talk, shows the pool, then deletes the pods and
+plugin, checks they can talk, shows a default-deny NetworkPolicy blocking
+traffic and an allow rule restoring it, shows the pool, then deletes the pods and
 removes everything it made, also on error or Ctrl-C. Needs root and `ip`.
 ";
 
@@ -130,6 +135,8 @@ struct Demo {
     /// `vpccni-demo-<pid>`: the node namespace, prefix of the pods' ones.
     prefix: String,
     daemon_log: Option<PathBuf>,
+    /// Where the daemon reads Namespaces, Pods and NetworkPolicies.
+    policy_dir: Option<PathBuf>,
     passed: usize,
     failed: usize,
 }
@@ -140,18 +147,20 @@ impl Demo {
             registry,
             prefix: format!("vpccni-demo-{}", std::process::id()),
             daemon_log: None,
+            policy_dir: None,
             passed: 0,
             failed: 0,
         }
     }
 
-    /// Steps 1 to 6; the teardown (step 7) runs whatever happens here.
+    /// Steps 1 to 7; the teardown (step 8) runs whatever happens here.
     fn run(&mut self) -> Result<(), DemoError> {
         println!("vpc-cni demo: a throwaway node on the simulated VPC, with real pods");
         let tools = self.preflight()?;
         let node = self.start_node(&tools)?;
         let pods = self.add_pods(&node)?;
         self.check_connectivity(&node, &pods, tools.ping)?;
+        self.show_policy(&node, &pods)?;
         self.show_pool(&node)?;
         self.del_pods(&node, &pods)
     }
@@ -174,7 +183,17 @@ impl Demo {
         );
         let netns = Netns::create(&self.registry, self.prefix.clone())?;
         let dir = node::temp_dir(&self.registry, &self.prefix)?;
-        let daemon = Daemon::start(&self.registry, &tools.ipamd, &netns, &dir)?;
+        let policy_dir = dir.join("policy");
+        let io_err = |what: &str| {
+            let what = format!("{what} {}", policy_dir.display());
+            move |source| DemoError::Io { what, source }
+        };
+        std::fs::create_dir(&policy_dir).map_err(io_err("create"))?;
+        let unknown: Vec<_> = PODS.iter().map(|(ns, name)| (*ns, *name, None)).collect();
+        policy::write(&policy_dir, "cluster.yaml", &policy::cluster_yaml(&unknown))
+            .map_err(io_err("write into"))?;
+        self.policy_dir = Some(policy_dir.clone());
+        let daemon = Daemon::start(&self.registry, &tools.ipamd, &netns, &dir, &policy_dir)?;
         self.daemon_log = Some(daemon.log_path().to_path_buf());
         let plugin = Plugin::new(tools.plugin.clone(), daemon.socket());
         let ready_in = wait_ready(&daemon, &plugin)?;
@@ -236,6 +255,82 @@ impl Demo {
         Ok(())
     }
 
+    /// A default-deny blocks traffic into `billing`, an allow rule lets the
+    /// frontends back in to the API (and nobody else), and deleting both
+    /// restores everything; the node reaches its pods throughout.
+    fn show_policy(&mut self, node: &Node, pods: &[Pod]) -> Result<(), DemoError> {
+        step(
+            5,
+            "NetworkPolicy: default-deny, then an allow rule, enforced with nftables",
+        );
+        let Some(dir) = self.policy_dir.clone() else {
+            return Ok(());
+        };
+        let io_err = |what: String| move |source| DemoError::Io { what, source };
+        let known: Vec<_> = pods
+            .iter()
+            .map(|p| {
+                (
+                    p.sandbox.namespace,
+                    p.sandbox.name,
+                    p.wired.as_ref().map(|w| w.added.ip),
+                )
+            })
+            .collect();
+        policy::write(&dir, "cluster.yaml", &policy::cluster_yaml(&known))
+            .map_err(io_err(format!("write {}", dir.display())))?;
+        let node_ip = render::primary_ip(&introspect(&node.daemon)?);
+        let expect = |demo: &mut Demo, from: &str, to: &str, open: bool| {
+            let (Some(src), Some(dst)) = (
+                endpoint(from, node, node_ip, pods),
+                endpoint(to, node, node_ip, pods),
+            ) else {
+                demo.fail(format!("{from} → {to}  not tried: an end has no address"));
+                return;
+            };
+            demo.expect_tcp(&src, &dst, open);
+        };
+        println!("  billing/default-deny: podSelector {{}}, policyTypes [Ingress], no rule");
+        policy::write(&dir, "deny.yaml", policy::DENY_BILLING)
+            .map_err(io_err(format!("write {}", dir.display())))?;
+        expect(self, "shop/frontend-0", "billing/api-0", false);
+        expect(self, "shop/cart-0", "billing/ledger-0", false);
+        expect(self, "node", "billing/ledger-0", true);
+        expect(self, "billing/api-1", "shop/cart-0", true);
+        println!("  billing/api-from-frontend: app=api accepts shop's app=frontend on TCP 8080");
+        policy::write(&dir, "allow.yaml", policy::ALLOW_FRONTEND_TO_API)
+            .map_err(io_err(format!("write {}", dir.display())))?;
+        expect(self, "shop/frontend-0", "billing/api-0", true);
+        expect(self, "shop/frontend-1", "billing/api-1", true);
+        expect(self, "shop/cart-0", "billing/api-0", false);
+        println!("  both policies deleted");
+        for name in ["allow.yaml", "deny.yaml"] {
+            policy::remove(&dir, name).map_err(io_err(format!("remove {name}")))?;
+        }
+        expect(self, "shop/cart-0", "billing/api-0", true);
+        Ok(())
+    }
+
+    /// Tries TCP until it does what the policy says (the source publishes a
+    /// change within a second), at most [`POLICY_TRIES`] times.
+    fn expect_tcp(&mut self, src: &Endpoint<'_>, dst: &Endpoint<'_>, open: bool) {
+        let path = format!("{} → {}", src.label, dst.label);
+        let mut last = String::new();
+        for _ in 0..POLICY_TRIES {
+            match (connectivity::tcp(src, dst), open) {
+                (Verdict::Pass(seen), true) => {
+                    return self.pass(format!("TCP  {path}  allowed: {seen}"))
+                }
+                (Verdict::Fail(_), false) => return self.pass(format!("TCP  {path}  blocked")),
+                (Verdict::Pass(seen), false) => last = format!("still allowed: {seen}"),
+                (Verdict::Fail(why), true) => last = format!("still blocked: {why}"),
+                (Verdict::Skipped(why), _) => last = why,
+            }
+            thread::sleep(Duration::from_millis(300));
+        }
+        self.fail(format!("TCP  {path}  {last}"));
+    }
+
     fn verdict_line(&mut self, proto: &str, path: &str, verdict: Verdict) {
         match verdict {
             Verdict::Pass(seen) => self.pass(format!("{proto}  {path}  {seen}")),
@@ -245,7 +340,7 @@ impl Demo {
     }
 
     fn show_pool(&mut self, node: &Node) -> Result<(), DemoError> {
-        step(5, "pool: what `ipamd status` shows");
+        step(6, "pool: what `ipamd status` shows");
         for line in render_status(&introspect(&node.daemon)?).lines() {
             println!("    {line}");
         }
@@ -254,7 +349,7 @@ impl Demo {
 
     /// DEL for every pod ADD wired, then the latencies and the pool.
     fn del_pods(&mut self, node: &Node, pods: &[Pod]) -> Result<(), DemoError> {
-        step(6, "DEL: the plugin exec'd for each pod");
+        step(7, "DEL: the plugin exec'd for each pod");
         let mut del_times = Vec::new();
         for pod in pods.iter().filter(|p| p.wired.is_some()) {
             match node.plugin.del(&pod.sandbox) {

@@ -95,6 +95,7 @@ impl Daemon {
         ipamd: &Path,
         node: &Netns,
         dir: &Path,
+        policy_dir: &Path,
     ) -> Result<Self, DemoError> {
         let socket = dir.join("ipamd.sock");
         let log = dir.join("ipamd.log");
@@ -110,6 +111,10 @@ impl Daemon {
                 .env("VPC_CNI_CLOUD", "sim")
                 .env("VPC_CNI_SOCKET", &socket)
                 .env("VPC_CNI_STATE_DIR", dir.join("state"))
+                .env(
+                    "VPC_CNI_POLICY_SOURCE",
+                    format!("dir:{}", policy_dir.display()),
+                )
                 .env("RUST_LOG", "warn")
                 // Plain text: the log is a file, shown only if a step fails.
                 .env("NO_COLOR", "1")
