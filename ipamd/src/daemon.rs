@@ -72,7 +72,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 
 async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
     // Pods reach each other and the VPC through the node: it must route.
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1").map_err(StartError::Forwarding)?;
+    // Read first: in the DaemonSet /proc/sys is read-only and the init
+    // container (`ipamd install-cni`) has already set it.
+    crate::sysctl::ensure(
+        std::path::Path::new(crate::sysctl::PROC_SYS),
+        "net/ipv4/ip_forward",
+        "1",
+    )
+    .map_err(StartError::Forwarding)?;
     let store = Store::open(&config.state_dir, config.durability)?;
     let dataplane = Arc::new(NetlinkDataplane::new()?);
     let cloud: Arc<dyn Cloud> = match config.cloud {
@@ -99,6 +106,8 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
             ))
         }
     };
+    // Every EC2 call goes through this node's budget (buckets, backoff).
+    let cloud: Arc<dyn Cloud> = Arc::new(crate::cloud::budget::Budget::new(cloud, config.budget));
     let plan = crate::reconcile::prepare(
         &store,
         &dataplane,

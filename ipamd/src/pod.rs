@@ -568,6 +568,7 @@ impl PodService {
                     "id": e.id.0, "deviceIndex": e.device_index, "mac": e.mac.to_string(),
                     "subnet": e.subnet.cidr.to_string(), "primaryIp": e.primary_ip.to_string(),
                     "secondaryIps": e.secondary_ips.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "prefixes": e.prefixes.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -579,6 +580,7 @@ impl PodService {
                 "cooldownSeconds": self.alloc.cooldown().as_secs(),
                 "cooldownBypassed": self.alloc.cooldown_bypassed(),
                 "blocked": self.pool.blocked_reason(),
+                "prefixFallback": self.pool.in_prefix_fallback(),
             },
             "enis": enis,
             "pods": self.records(),

@@ -19,8 +19,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::addresses::SubnetAddresses;
-use super::{lookup_limits, Fabric, SimCloud, SimConfig, SimError, SimVpc, VpcState};
-use crate::cloud::{Cloud, Eni, EniId, MacAddr, NodeInfo, Result, Subnet};
+use super::{
+    lookup_limits, Behaviour, Fabric, Latencies, SimCloud, SimConfig, SimError, SimVpc, VpcState,
+};
+use crate::cloud::{Cloud, DetachedEni, Eni, EniId, MacAddr, NodeInfo, Result, Subnet};
+use ipnetwork::Ipv4Network;
 
 /// File name in the state directory.
 pub const SIM_STATE_FILE: &str = "sim-cloud.json";
@@ -33,6 +36,10 @@ struct SavedEni {
     device_index: u32,
     primary_ip: Ipv4Addr,
     secondary_ips: Vec<Ipv4Addr>,
+    /// Delegated /28s; absent in files written before prefix delegation.
+    /// (network, length) pairs: ipnetwork has no serde here.
+    #[serde(default)]
+    prefixes: Vec<(Ipv4Addr, u8)>,
 }
 
 /// What is saved.
@@ -45,6 +52,8 @@ struct SavedNode {
     vpc_cidr: String,
     subnet_id: String,
     subnet_cidr: String,
+    #[serde(default)]
+    security_group: Option<String>,
     tag: u64,
     enis_created: u32,
     enis: Vec<SavedEni>,
@@ -61,6 +70,7 @@ impl SimCloud {
                 device_index: e.device_index,
                 primary_ip: e.primary_ip,
                 secondary_ips: e.secondary_ips.clone(),
+                prefixes: e.prefixes.iter().map(|p| (p.network(), p.prefix())).collect(),
             })
             .collect();
         SavedNode {
@@ -70,6 +80,7 @@ impl SimCloud {
             vpc_cidr: self.vpc.cidr.to_string(),
             subnet_id: self.vpc.subnet.id.clone(),
             subnet_cidr: self.vpc.subnet.cidr.to_string(),
+            security_group: Some(self.vpc.security_group.clone()),
             tag: self.vpc.tag,
             enis_created: self.vpc.lock().enis_created,
             enis,
@@ -91,7 +102,14 @@ impl SimCloud {
             return Ok(None);
         }
         // Validates the CIDRs as a new VPC would.
-        let fresh = SimVpc::new(config.vpc_cidr, config.subnet_cidr)?;
+        let fresh = SimVpc::with_behaviour(
+            config.vpc_cidr,
+            config.subnet_cidr,
+            Behaviour {
+                latencies: Latencies::uniform(config.api_latency),
+                ..Behaviour::default()
+            },
+        )?;
         let subnet = Subnet {
             id: saved.subnet_id,
             cidr: fresh.subnet.cidr,
@@ -105,6 +123,16 @@ impl SimCloud {
             for ip in ips {
                 addresses.mark_used(ip);
             }
+            let prefixes: Vec<Ipv4Network> = e
+                .prefixes
+                .iter()
+                .filter_map(|&(net, len)| Ipv4Network::new(net, len).ok())
+                .collect();
+            for prefix in &prefixes {
+                for ip in prefix.iter() {
+                    addresses.mark_used(ip);
+                }
+            }
             enis.insert(
                 e.device_index,
                 Eni {
@@ -114,6 +142,7 @@ impl SimCloud {
                     subnet: subnet.clone(),
                     primary_ip: e.primary_ip,
                     secondary_ips: e.secondary_ips,
+                    prefixes,
                 },
             );
         }
@@ -121,18 +150,21 @@ impl SimCloud {
             id: saved.vpc_id,
             cidr: fresh.cidr,
             subnet,
+            security_group: saved.security_group.unwrap_or(fresh.security_group),
             tag: saved.tag,
             state: Mutex::new(VpcState {
                 addresses,
                 enis_created: saved.enis_created,
+                detached: BTreeMap::new(),
             }),
+            gate: fresh.gate,
         });
         let cloud = SimCloud {
             instance_id: saved.instance_id,
             limits,
             vpc,
             enis: Mutex::new(enis),
-            latency: config.api_latency,
+            lagging: Mutex::new(Vec::new()),
             fabric,
         };
         let all: Vec<Eni> = cloud.lock().values().cloned().collect();
@@ -219,6 +251,34 @@ impl Cloud for PersistentSim {
 
     async fn unassign_ips(&self, eni: &EniId, ips: &[Ipv4Addr]) -> Result<()> {
         let out = self.inner.unassign_ips(eni, ips).await;
+        self.save();
+        out
+    }
+
+    async fn assign_prefixes(&self, eni: &EniId, count: u32) -> Result<Vec<Ipv4Network>> {
+        let out = self.inner.assign_prefixes(eni, count).await;
+        self.save();
+        out
+    }
+
+    async fn unassign_prefixes(&self, eni: &EniId, prefixes: &[Ipv4Network]) -> Result<()> {
+        let out = self.inner.unassign_prefixes(eni, prefixes).await;
+        self.save();
+        out
+    }
+
+    async fn detach_and_delete_eni(&self, eni: &EniId) -> Result<()> {
+        let out = self.inner.detach_and_delete_eni(eni).await;
+        self.save();
+        out
+    }
+
+    async fn detached_enis(&self) -> Result<Vec<DetachedEni>> {
+        self.inner.detached_enis().await
+    }
+
+    async fn delete_eni(&self, eni: &EniId) -> Result<()> {
+        let out = self.inner.delete_eni(eni).await;
         self.save();
         out
     }
