@@ -44,6 +44,7 @@ fn eni(index: u32, ips: &[Ipv4Addr]) -> Eni {
         },
         primary_ip: ip(4),
         secondary_ips: ips.to_vec(),
+        prefixes: Vec::new(),
     }
 }
 
@@ -174,6 +175,22 @@ fn the_cloud_corrects_the_eni_and_reports_unknown_addresses() {
         "b's address is on no ENI but its pod lives"
     );
     assert_eq!(p.keep.len(), 2);
+}
+
+#[test]
+fn addresses_of_a_delegated_prefix_belong_to_its_eni() {
+    let mut with_prefix = eni(1, &[]);
+    with_prefix.prefixes = vec!["10.0.0.32/28".parse().unwrap()];
+    let inputs = Inputs {
+        checkpoint: vec![record("p", Ipv4Addr::new(10, 0, 0, 40), 70, "/run/netns/p")],
+        kernel: kernel(vec![], &[]),
+        enis: vec![eni(0, &[]), with_prefix],
+        default_mtu: 9001,
+        ..Inputs::default()
+    };
+    let p = run(inputs, &["/run/netns/p"]);
+    assert_eq!(p.keep[0].eni_index, 1);
+    assert_eq!(p.report.not_in_cloud, 0);
 }
 
 #[test]
