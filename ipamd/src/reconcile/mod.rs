@@ -164,8 +164,8 @@ pub fn plan(
         .enis
         .iter()
         .flat_map(|e| {
-            // Pod addresses come from secondary IPs and, with prefix
-            // delegation, from every address of the ENI's /28s.
+            // Pod addresses: secondary IPs, and every address of a
+            // delegated /28 prefix.
             let from_prefixes = e.prefixes.iter().flat_map(|p| p.iter());
             e.secondary_ips
                 .iter()

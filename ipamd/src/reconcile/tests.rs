@@ -178,6 +178,22 @@ fn the_cloud_corrects_the_eni_and_reports_unknown_addresses() {
 }
 
 #[test]
+fn addresses_of_a_delegated_prefix_belong_to_its_eni() {
+    let mut with_prefix = eni(1, &[]);
+    with_prefix.prefixes = vec!["10.0.0.32/28".parse().unwrap()];
+    let inputs = Inputs {
+        checkpoint: vec![record("p", Ipv4Addr::new(10, 0, 0, 40), 70, "/run/netns/p")],
+        kernel: kernel(vec![], &[]),
+        enis: vec![eni(0, &[]), with_prefix],
+        default_mtu: 9001,
+        ..Inputs::default()
+    };
+    let p = run(inputs, &["/run/netns/p"]);
+    assert_eq!(p.keep[0].eni_index, 1);
+    assert_eq!(p.report.not_in_cloud, 0);
+}
+
+#[test]
 fn aws_node_allocations_are_matched_by_host_veth_name() {
     let name = naming::host_veth_name(Some("default"), Some("web-0"), "c1", "eth0");
     let host = HostLink {
