@@ -161,8 +161,51 @@ mod tests {
             .iter()
             .flat_map(|(_, text)| env_literals(text))
             .collect();
-        let stale: Vec<_> = KNOWN_ENV.iter().filter(|n| !all.contains(**n)).collect();
+        let templates: Vec<(String, String)> = sources()
+            .iter()
+            .flat_map(|(_, text)| env_templates(text))
+            .collect();
+        let stale: Vec<_> = KNOWN_ENV
+            .iter()
+            .filter(|n| !all.contains(**n) && !templates.iter().any(|t| matches_template(n, t)))
+            .collect();
         assert!(stale.is_empty(), "in KNOWN_ENV but read nowhere: {stale:?}");
+    }
+
+    /// Names built with `format!` (`"VPC_CNI_EC2_{upper}_BURST"`): the
+    /// literal's text before and after its one placeholder.
+    fn env_templates(source: &str) -> Vec<(String, String)> {
+        let code = source.split("#[cfg(test)]").next().unwrap_or("");
+        let env_chars = |t: &str| {
+            t.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        };
+        code.split('"')
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .filter_map(|(_, part)| {
+                let (prefix, rest) = part.split_once('{')?;
+                let (_, suffix) = rest.split_once('}')?;
+                (prefix.len() > 3 && prefix.contains('_') && env_chars(prefix) && env_chars(suffix))
+                    .then(|| (prefix.to_string(), suffix.to_string()))
+            })
+            .collect()
+    }
+
+    fn matches_template(name: &str, (prefix, suffix): &(String, String)) -> bool {
+        name.len() > prefix.len() + suffix.len()
+            && name.starts_with(prefix.as_str())
+            && name.ends_with(suffix.as_str())
+    }
+
+    #[test]
+    fn formatted_names_count_as_read() {
+        let src =
+            r#"let v = num(env, &format!("VPC_CNI_EC2_{upper}_BURST"))?; let m = "no {x} here";"#;
+        let t = env_templates(src);
+        assert_eq!(t, [("VPC_CNI_EC2_".to_string(), "_BURST".to_string())]);
+        assert!(matches_template("VPC_CNI_EC2_ATTACH_BURST", &t[0]));
+        assert!(!matches_template("VPC_CNI_EC2_ATTACH_RATE", &t[0]));
     }
 
     #[test]
