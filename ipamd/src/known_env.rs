@@ -34,6 +34,9 @@ pub const KNOWN_ENV: &[&str] = &[
     "VPC_CNI_LOG_FORMAT",
     "VPC_CNI_METRICS_ADDR",
     "VPC_CNI_CONFIG_PATH",
+    // NetworkPolicy.
+    "VPC_CNI_POLICY_SOURCE",
+    "VPC_CNI_POLICY_MODE",
     // Warm pool and EC2 budget.
     "VPC_CNI_WARM_POLICY",
     "VPC_CNI_RELEASE_DELAY_S",
@@ -62,8 +65,6 @@ pub const KNOWN_ENV: &[&str] = &[
 /// name is moved to [`KNOWN_ENV`].
 pub const PENDING_ENV: &[&str] = &[
     "CLUSTER_NAME",
-    "VPC_CNI_POLICY_SOURCE",
-    "VPC_CNI_POLICY_MODE",
 ];
 
 /// Whether `name` is a variable ipamd reads (or will, see [`PENDING_ENV`]).
