@@ -6,6 +6,7 @@
 //! same trait. Calls are async and may be slow (an EC2 Assign takes ≈ 0.5 s):
 //! callers must never hold a lock across them.
 
+pub mod bucket;
 pub mod limits;
 pub mod sim;
 
@@ -73,6 +74,8 @@ pub struct Eni {
     pub primary_ip: Ipv4Addr,
     /// Secondary addresses assigned to it (these are pod addresses).
     pub secondary_ips: Vec<Ipv4Addr>,
+    /// /28 prefixes delegated to it (each holds 16 pod addresses).
+    pub prefixes: Vec<Ipv4Network>,
 }
 
 impl Eni {
@@ -91,6 +94,24 @@ pub struct NodeInfo {
     pub limits: InstanceLimits,
     /// The VPC's CIDR blocks.
     pub vpc_cidrs: Vec<Ipv4Network>,
+    /// The node's primary private IP (the SNAT target).
+    pub primary_ip: Ipv4Addr,
+    /// The primary ENI's MAC.
+    pub primary_mac: MacAddr,
+    /// The primary ENI's subnet (new ENIs are created there).
+    pub subnet: Subnet,
+    /// The primary ENI's security groups (new ENIs get them).
+    pub security_groups: Vec<String>,
+}
+
+/// An ENI this cluster and node created (found by its tags) that is not
+/// attached: a leak candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetachedEni {
+    /// Its identity.
+    pub id: EniId,
+    /// When it was created (its `node.k8s.amazonaws.com/createdAt` tag), if known.
+    pub created_at: Option<std::time::SystemTime>,
 }
 
 /// Why a cloud call failed. Variants mirror EC2's error codes so the pool can
@@ -131,9 +152,39 @@ pub enum CloudError {
         /// What was missing.
         what: String,
     },
+    /// A request the cloud refused as invalid (a 4xx not covered above, e.g.
+    /// `InvalidParameterValue`, `InvalidNetworkInterface.InUse`): retrying
+    /// the same request will not help.
+    #[error("cloud API {operation} rejected the request: {message}")]
+    Rejected {
+        /// The API call.
+        operation: &'static str,
+        /// What the cloud said.
+        message: String,
+    },
     /// A 5xx or transport failure.
     #[error("cloud API {operation} failed: {message}")]
     Api {
+        /// The API call.
+        operation: &'static str,
+        /// What the cloud said.
+        message: String,
+    },
+    /// EC2 `InsufficientCidrBlocks`: the subnet has no free aligned /28.
+    #[error("subnet {subnet} has no free /28 block left for a prefix")]
+    NoFreeCidrBlocks {
+        /// The subnet.
+        subnet: String,
+    },
+    /// The call did not answer in time (transport timeout); its effect is unknown.
+    #[error("cloud API {operation} timed out")]
+    Timeout {
+        /// The API call.
+        operation: &'static str,
+    },
+    /// EC2 `UnauthorizedOperation` or `AuthFailure`: retrying will not help.
+    #[error("not authorized to call {operation}: {message}")]
+    Unauthorized {
         /// The API call.
         operation: &'static str,
         /// What the cloud said.
@@ -172,4 +223,33 @@ pub trait Cloud: Send + Sync + 'static {
 
     /// Returns secondary addresses of `eni` to the subnet.
     async fn unassign_ips(&self, eni: &EniId, ips: &[Ipv4Addr]) -> Result<()>;
+
+    /// Delegates `count` more /28 prefixes to `eni`; returns the new ones.
+    async fn assign_prefixes(&self, eni: &EniId, count: u32) -> Result<Vec<Ipv4Network>>;
+
+    /// Returns delegated prefixes of `eni` to the subnet.
+    async fn unassign_prefixes(&self, eni: &EniId, prefixes: &[Ipv4Network]) -> Result<()>;
+
+    /// Detaches a surplus ENI of this node (waiting, bounded, until it is
+    /// detached) and deletes it.
+    async fn detach_and_delete_eni(&self, eni: &EniId) -> Result<()>;
+
+    /// ENIs tagged `cluster.k8s.amazonaws.com/name=<cluster>` and
+    /// `node.k8s.amazonaws.com/instance_id=<this node>` that are detached
+    /// (status `available`).
+    async fn detached_enis(&self) -> Result<Vec<DetachedEni>>;
+
+    /// Deletes a detached ENI (leak collection).
+    async fn delete_eni(&self, eni: &EniId) -> Result<()>;
+}
+
+impl CloudError {
+    /// Whether retrying the same call later may succeed (throttling, 5xx,
+    /// timeouts), as opposed to a verdict about the request itself.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CloudError::Throttled { .. } | CloudError::Api { .. } | CloudError::Timeout { .. }
+        )
+    }
 }

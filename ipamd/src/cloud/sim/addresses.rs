@@ -22,6 +22,8 @@ pub(super) struct SubnetAddresses {
     free: u32,
     /// Every offset below `hint` is in use.
     hint: u32,
+    /// No free aligned block starts below `block_hint`.
+    block_hint: u32,
 }
 
 impl SubnetAddresses {
@@ -36,6 +38,7 @@ impl SubnetAddresses {
             size,
             free: size,
             hint: 0,
+            block_hint: 0,
         };
         for offset in (0..RESERVED_AT_START).chain([size - 1]) {
             this.mark(offset);
@@ -83,7 +86,64 @@ impl SubnetAddresses {
         self.words[(offset / 64) as usize] &= !(1u64 << (offset % 64));
         self.free += 1;
         self.hint = self.hint.min(offset);
+        self.block_hint = self.block_hint.min(offset);
         true
+    }
+
+    /// Takes the lowest free, aligned block of `2^(32 - prefix)` addresses
+    /// (a /28 prefix for delegation), or `None` if every aligned block has an
+    /// address in use (a fragmented subnet: EC2's `InsufficientCidrBlocks`).
+    pub(super) fn take_block(&mut self, prefix: u8) -> Option<Ipv4Network> {
+        let len = 1u32 << (32 - prefix);
+        let mut start = (self.hint.max(self.block_hint) / len) * len;
+        while start + len <= self.size {
+            if self.range_free(start, len) {
+                self.block_hint = start + len;
+                for o in start..start + len {
+                    self.mark(o);
+                }
+                let net = Ipv4Network::new(self.addr(start), prefix)
+                    .expect("prefix checked by the caller");
+                return Some(net);
+            }
+            start += len;
+        }
+        self.block_hint = self.size;
+        None
+    }
+
+    /// Whether offsets `start..start+len` are all free; word-at-a-time for
+    /// blocks that fit in one word (a /28 is 16 bits), so a scan over a
+    /// crowded /16 stays cheap.
+    fn range_free(&self, start: u32, len: u32) -> bool {
+        if len <= 64 && start % len == 0 {
+            let word = self.words[(start / 64) as usize];
+            let mask = if len == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << len) - 1) << (start % 64)
+            };
+            return word & mask == 0;
+        }
+        (start..start + len).all(|o| !self.bit(o))
+    }
+
+    /// Returns every address of `block` to the free pool.
+    pub(super) fn release_block(&mut self, block: Ipv4Network) {
+        for ip in block.iter() {
+            self.release(ip);
+        }
+    }
+
+    /// Marks `ip` in use (someone else's), if it is free and in the subnet.
+    pub(super) fn occupy(&mut self, ip: Ipv4Addr) -> bool {
+        match self.offset(ip) {
+            Some(o) if !self.bit(o) => {
+                self.mark(o);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn lowest_free(&mut self) -> Option<u32> {
@@ -164,6 +224,19 @@ mod tests {
         assert!(!a.release(first[10]), "double release");
         assert!(!a.release(ip("10.2.0.9")), "outside the subnet");
         assert_eq!(a.take_lowest(2).unwrap(), vec![first[10], ip("10.1.0.104")]);
+    }
+
+    #[test]
+    fn blocks_are_aligned_and_avoid_used_addresses() {
+        let mut a = SubnetAddresses::new(net("10.0.0.0/26"));
+        // The first /28 holds AWS's reserved addresses, the last the broadcast.
+        assert_eq!(a.take_block(28), Some(net("10.0.0.16/28")));
+        assert!(a.occupy(ip("10.0.0.33")));
+        assert_eq!(a.take_block(28), None, "10.0.0.32/28 has a hole");
+        assert_eq!(a.free(), 64 - 5 - 16 - 1);
+        a.release_block(net("10.0.0.16/28"));
+        assert_eq!(a.take_lowest(1), Some(vec![ip("10.0.0.4")]));
+        assert_eq!(a.take_block(28), Some(net("10.0.0.16/28")));
     }
 
     #[test]

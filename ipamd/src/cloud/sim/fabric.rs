@@ -265,6 +265,7 @@ mod tests {
             },
             primary_ip: Ipv4Addr::new(10, 0, 0, 4),
             secondary_ips: vec![],
+            prefixes: vec![],
         }
     }
 

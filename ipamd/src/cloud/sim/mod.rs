@@ -2,12 +2,16 @@
 //! benches.
 //!
 //! Account state and node view are split so several nodes can share one VPC:
-//! [`SimVpc`] owns the VPC's addresses and ENI identities, [`SimCloud`] is
-//! one node (instance, its ENIs) in it. Limits follow the instance type
-//! ([`super::limits`]), subnets run out, every call takes `api_latency`, and
-//! EC2's all-or-nothing semantics are kept (a failed call changes nothing).
-//! A [`Fabric`] decides how an attached ENI appears on the node: [`VethFabric`]
-//! as a veth pair in the node namespace, [`NoFabric`] not at all.
+//! [`SimVpc`] owns the VPC's addresses, ENI identities and the account's API
+//! behaviour ([`Behaviour`]: latencies, EC2's per-account token buckets,
+//! injected 5xx and timeouts, call counters); [`SimCloud`] is one node
+//! (instance, its ENIs) in it. Limits follow the instance type
+//! ([`super::limits`]), subnets run out of addresses and of aligned /28
+//! blocks, and EC2's all-or-nothing semantics are kept (a failed call changes
+//! nothing). All waiting is on tokio's clock, so a paused test clock runs
+//! hours of simulated EC2 in milliseconds. A [`Fabric`] decides how an
+//! attached ENI appears on the node: [`VethFabric`] as a veth pair in the
+//! node namespace, [`NoFabric`] not at all.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,25 +27,34 @@
 //! ```
 
 mod addresses;
+mod behaviour;
 mod fabric;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use ipnetwork::Ipv4Network;
 use rand::Rng;
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 use self::addresses::SubnetAddresses;
+pub use self::behaviour::{
+    AccountLimits, Action, ActionStats, Behaviour, Fault, FaultRates, Latencies, SimStats,
+};
+use self::behaviour::{Gate, Verdict};
 pub use self::fabric::{Fabric, NoFabric, VethFabric};
 use super::limits::{self, InstanceLimits};
-use super::{Cloud, CloudError, Eni, EniId, MacAddr, NodeInfo, Result, Subnet};
+use super::{Cloud, CloudError, DetachedEni, Eni, EniId, MacAddr, NodeInfo, Result, Subnet};
 
 /// Largest and smallest CIDR blocks AWS accepts for a VPC or a subnet.
 const CIDR_PREFIXES: std::ops::RangeInclusive<u8> = 16..=28;
+
+/// The length of a delegated prefix.
+const DELEGATED_PREFIX: u8 = 28;
 
 /// Why a simulated VPC or node could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +105,7 @@ pub struct SimConfig {
     pub vpc_cidr: Ipv4Network,
     /// The node's subnet; must lie inside `vpc_cidr`.
     pub subnet_cidr: Ipv4Network,
-    /// How long every API call takes.
+    /// How long every API call takes (finer control: [`SimVpc::with_behaviour`]).
     pub api_latency: Duration,
 }
 
@@ -110,32 +123,47 @@ impl Default for SimConfig {
     }
 }
 
-/// One simulated VPC with one subnet: the account-side state several
-/// [`SimCloud`] nodes can share.
+/// One simulated VPC with one subnet in one account: the state several
+/// [`SimCloud`] nodes share, including the account's API throttling.
 #[derive(Debug)]
 pub struct SimVpc {
     id: String,
     cidr: Ipv4Network,
     subnet: Subnet,
+    security_group: String,
     /// Random per VPC, so ENI ids and MACs of different VPCs differ.
     tag: u64,
     // A std mutex, not tokio's: critical sections are short bookkeeping and
-    // never span an `.await` (the simulated latency is slept before locking).
+    // never span an `.await` (the simulated latency is slept outside).
     state: Mutex<VpcState>,
+    gate: Mutex<Gate>,
 }
 
 #[derive(Debug)]
 struct VpcState {
     addresses: SubnetAddresses,
     enis_created: u32,
+    /// Created but not attached ENIs (status `available`), with their owner
+    /// node (the `node.k8s.amazonaws.com/instance_id` tag) and creation time.
+    detached: BTreeMap<EniId, (Eni, String, SystemTime)>,
 }
 
 impl SimVpc {
     /// A VPC with CIDR `vpc_cidr` and one subnet `subnet_cidr` inside it. Host
-    /// bits are ignored (`10.0.0.5/20` means `10.0.0.0/20`).
+    /// bits are ignored (`10.0.0.5/20` means `10.0.0.0/20`). Instant API,
+    /// EC2's default buckets.
     pub fn new(
         vpc_cidr: Ipv4Network,
         subnet_cidr: Ipv4Network,
+    ) -> std::result::Result<SimVpc, SimError> {
+        Self::with_behaviour(vpc_cidr, subnet_cidr, Behaviour::default())
+    }
+
+    /// Like [`Self::new`], with the API behaving as `behaviour` says.
+    pub fn with_behaviour(
+        vpc_cidr: Ipv4Network,
+        subnet_cidr: Ipv4Network,
+        behaviour: Behaviour,
     ) -> std::result::Result<SimVpc, SimError> {
         let vpc = normalise("VPC", vpc_cidr)?;
         let subnet = normalise("subnet", subnet_cidr)?;
@@ -150,12 +178,15 @@ impl SimVpc {
                 id: random_id("subnet-", &mut rng),
                 cidr: subnet,
             },
+            security_group: random_id("sg-", &mut rng),
             // 36 bits: 9 hex digits of an ENI id, and one MAC octet.
             tag: rng.random::<u64>() & 0xf_ffff_ffff,
             state: Mutex::new(VpcState {
                 addresses: SubnetAddresses::new(subnet),
                 enis_created: 0,
+                detached: BTreeMap::new(),
             }),
+            gate: Mutex::new(Gate::new(behaviour)),
         })
     }
 
@@ -184,10 +215,82 @@ impl SimVpc {
         self.lock().addresses.is_used(ip)
     }
 
+    /// Marks `ip` as held by someone outside the simulation (another
+    /// tenant's ENI); returns whether it was free.
+    pub fn occupy(&self, ip: Ipv4Addr) -> bool {
+        self.lock().addresses.occupy(ip)
+    }
+
+    /// Occupies one address in every free aligned /28, leaving the subnet
+    /// with plenty of addresses but no block to delegate (the fragmented
+    /// subnet of aws-node issues #2749, #1836). Returns how many it took.
+    pub fn fragment(&self) -> u32 {
+        let mut state = self.lock();
+        let mut taken = 0;
+        let base = u32::from(self.subnet.cidr.network());
+        let block_len = 1u32 << (32 - DELEGATED_PREFIX);
+        for start in (0..self.subnet.cidr.size()).step_by(block_len as usize) {
+            let first = base + start;
+            if (first..first + block_len).all(|ip| !state.addresses.is_used(Ipv4Addr::from(ip))) {
+                let mid = Ipv4Addr::from(first + 7);
+                taken += u32::from(state.addresses.occupy(mid));
+            }
+        }
+        taken
+    }
+
+    /// Makes an address taken by [`Self::occupy`] or [`Self::fragment`] free again.
+    pub fn vacate(&self, ip: Ipv4Addr) -> bool {
+        self.lock().addresses.release(ip)
+    }
+
+    /// Counters of the calls the account has seen.
+    pub fn stats(&self) -> SimStats {
+        self.gate().stats()
+    }
+
+    /// Makes the next call of `action` fail with `fault` (queued in order).
+    pub fn inject(&self, action: Action, fault: Fault) {
+        self.gate().inject(action, fault);
+    }
+
+    /// Changes the latencies from now on.
+    pub fn set_latencies(&self, latencies: Latencies) {
+        self.gate().set_latencies(latencies);
+    }
+
+    fn latencies(&self) -> Latencies {
+        *self.gate().latencies()
+    }
+
     fn lock(&self) -> MutexGuard<'_, VpcState> {
         self.state
             .lock()
             .expect("sim VPC state poisoned: a panic interrupted an update")
+    }
+
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        self.gate
+            .lock()
+            .expect("sim gate poisoned: a panic interrupted an update")
+    }
+
+    /// One API round trip of `action`: throttling and injected faults are
+    /// decided on arrival, then the latency passes; the caller applies the
+    /// effect afterwards, so a failed call changes nothing.
+    async fn call(&self, action: Action) -> Result<()> {
+        let verdict = self.gate().admit(action);
+        let (wait, result) = match verdict {
+            Verdict::Proceed(d) => (d, Ok(())),
+            Verdict::Fail(d, e) => (d, Err(e)),
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        if let Err(e) = &result {
+            debug!(action = action.name(), error = %e, "simulated call failed");
+        }
+        result
     }
 
     fn subnet_full(&self) -> CloudError {
@@ -204,6 +307,26 @@ impl SimVpc {
             .ok_or_else(|| self.subnet_full())
     }
 
+    /// `count` free /28 blocks, or `NoFreeCidrBlocks` and none taken.
+    fn take_blocks(&self, count: u32) -> Result<Vec<Ipv4Network>> {
+        let mut state = self.lock();
+        let mut taken = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            match state.addresses.take_block(DELEGATED_PREFIX) {
+                Some(b) => taken.push(b),
+                None => {
+                    for b in taken {
+                        state.addresses.release_block(b);
+                    }
+                    return Err(CloudError::NoFreeCidrBlocks {
+                        subnet: self.subnet.id.clone(),
+                    });
+                }
+            }
+        }
+        Ok(taken)
+    }
+
     fn release(&self, ips: &[Ipv4Addr]) {
         let mut state = self.lock();
         for ip in ips {
@@ -213,6 +336,17 @@ impl SimVpc {
                     "released an address that was not in use"
                 );
             }
+        }
+    }
+
+    fn release_eni(&self, eni: &Eni) {
+        let mut state = self.lock();
+        state.addresses.release(eni.primary_ip);
+        for ip in &eni.secondary_ips {
+            state.addresses.release(*ip);
+        }
+        for p in &eni.prefixes {
+            state.addresses.release_block(*p);
         }
     }
 
@@ -237,8 +371,16 @@ impl SimVpc {
             subnet: self.subnet.clone(),
             primary_ip,
             secondary_ips: Vec::new(),
+            prefixes: Vec::new(),
         })
     }
+}
+
+/// Something assigned but not yet visible to the node's inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lagging {
+    Ip(Ipv4Addr),
+    Prefix(Ipv4Network),
 }
 
 /// One simulated node (an EC2 instance) in a [`SimVpc`].
@@ -249,7 +391,8 @@ pub struct SimCloud {
     /// By device index, so listing comes out primary first. A std mutex, for
     /// the same reason as [`SimVpc`]'s; when both are taken, this one first.
     enis: Mutex<BTreeMap<u32, Eni>>,
-    latency: Duration,
+    /// Assignments IMDS does not show yet, and from when it will.
+    lagging: Mutex<Vec<(Instant, Lagging)>>,
     fabric: Arc<dyn Fabric>,
 }
 
@@ -259,7 +402,6 @@ impl std::fmt::Debug for SimCloud {
             .field("instance_id", &self.instance_id)
             .field("limits", &self.limits)
             .field("vpc", &self.vpc.id)
-            .field("latency", &self.latency)
             .finish_non_exhaustive()
     }
 }
@@ -274,8 +416,16 @@ impl SimCloud {
         // Check the instance type before building the VPC, so the error a
         // user sees first is about what they most likely mistyped.
         lookup_limits(&config.instance_type)?;
-        let vpc = Arc::new(SimVpc::new(config.vpc_cidr, config.subnet_cidr)?);
-        SimCloud::in_vpc(vpc, &config.instance_type, config.api_latency, fabric).await
+        let behaviour = Behaviour {
+            latencies: Latencies::uniform(config.api_latency),
+            ..Behaviour::default()
+        };
+        let vpc = Arc::new(SimVpc::with_behaviour(
+            config.vpc_cidr,
+            config.subnet_cidr,
+            behaviour,
+        )?);
+        SimCloud::in_vpc(vpc, &config.instance_type, fabric).await
     }
 
     /// A node of type `instance_type` in an existing (possibly shared) VPC,
@@ -283,7 +433,6 @@ impl SimCloud {
     pub async fn in_vpc(
         vpc: Arc<SimVpc>,
         instance_type: &str,
-        api_latency: Duration,
         fabric: Arc<dyn Fabric>,
     ) -> std::result::Result<SimCloud, SimError> {
         let limits = lookup_limits(instance_type)?;
@@ -293,7 +442,7 @@ impl SimCloud {
             limits,
             vpc,
             enis: Mutex::new(BTreeMap::from([(0, primary.clone())])),
-            latency: api_latency,
+            lagging: Mutex::new(Vec::new()),
             fabric,
         };
         if let Err(message) = cloud.fabric.materialize(&primary, true).await {
@@ -304,7 +453,7 @@ impl SimCloud {
                 message,
             });
         }
-        info!(
+        debug!(
             instance = %cloud.instance_id,
             instance_type,
             eni = %primary.id,
@@ -329,17 +478,56 @@ impl SimCloud {
         &self.vpc
     }
 
+    /// Delegates `count` prefixes to the primary ENI without an API call, as
+    /// a launch template with `Ipv4PrefixCount` does at boot.
+    pub fn preassign_prefixes(&self, count: u32) -> Result<Vec<Ipv4Network>> {
+        let blocks = self.vpc.take_blocks(count)?;
+        self.lock()
+            .get_mut(&0)
+            .expect("the primary ENI is always there")
+            .prefixes
+            .extend_from_slice(&blocks);
+        Ok(blocks)
+    }
+
+    /// Assigns `count` secondary addresses to the primary ENI without an API
+    /// call, as a launch template's `SecondaryPrivateIpAddressCount` does.
+    pub fn preassign_ips(&self, count: u32) -> Result<Vec<Ipv4Addr>> {
+        let ips = self.vpc.take(count)?;
+        self.lock()
+            .get_mut(&0)
+            .expect("the primary ENI is always there")
+            .secondary_ips
+            .extend_from_slice(&ips);
+        Ok(ips)
+    }
+
+    /// Creates a tagged ENI for this node and leaves it detached, without an
+    /// API call: what a crash between Create and Attach leaves behind.
+    pub fn leak_eni(&self) -> Result<EniId> {
+        let eni = self.vpc.create_eni(0)?;
+        let id = eni.id.clone();
+        self.vpc.lock().detached.insert(
+            id.clone(),
+            (eni, self.instance_id.clone(), SystemTime::now()),
+        );
+        Ok(id)
+    }
+
+    /// Assigns `ips` to `eni` behind the node's back (as another controller
+    /// or a crashed ipamd would have): for leak-collection tests.
+    pub fn assign_behind_the_back(&self, eni: &EniId, count: u32) -> Result<Vec<Ipv4Addr>> {
+        let ips = self.vpc.take(count)?;
+        find_mut(&mut self.lock(), eni)?
+            .secondary_ips
+            .extend_from_slice(&ips);
+        Ok(ips)
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, Eni>> {
         self.enis
             .lock()
             .expect("sim node state poisoned: a panic interrupted an update")
-    }
-
-    /// Mimics the EC2 round trip before each call.
-    async fn api_call(&self) {
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
-        }
     }
 
     fn ip_limit(&self, eni: &EniId) -> CloudError {
@@ -347,6 +535,57 @@ impl SimCloud {
             eni: eni.clone(),
             limit: self.limits.ipv4_per_eni,
         }
+    }
+
+    fn lag(&self, items: impl IntoIterator<Item = Lagging>) {
+        let lag = self.vpc.latencies().imds_lag;
+        if lag.is_zero() {
+            return;
+        }
+        let at = Instant::now() + lag;
+        self.lagging
+            .lock()
+            .expect("sim lag list poisoned")
+            .extend(items.into_iter().map(|i| (at, i)));
+    }
+
+    /// Attaches a created ENI; on failure deletes it again, as the ec2
+    /// provider does (if that fails too, it stays behind detached).
+    async fn attach_created(&self, eni: Eni, device_index: u32) -> Result<Eni> {
+        let attached = self.vpc.call(Action::Attach).await.and_then(|()| {
+            let mut enis = self.lock();
+            if enis.len() >= self.limits.max_enis as usize {
+                return Err(CloudError::EniLimit {
+                    instance_type: self.limits.name.clone(),
+                    limit: self.limits.max_enis,
+                });
+            }
+            if let Some(taken) = enis.get(&device_index) {
+                return Err(CloudError::Rejected {
+                    operation: "AttachNetworkInterface",
+                    message: format!(
+                        "InvalidParameterValue: device index {device_index} is already used by {}",
+                        taken.id
+                    ),
+                });
+            }
+            self.vpc.lock().detached.remove(&eni.id);
+            enis.insert(device_index, eni.clone());
+            Ok(())
+        });
+        if let Err(e) = attached {
+            match self.vpc.call(Action::Delete).await {
+                Ok(()) => {
+                    self.vpc.lock().detached.remove(&eni.id);
+                    self.vpc.release_eni(&eni);
+                }
+                Err(del) => {
+                    warn!(eni = %eni.id, error = %del, "could not delete an ENI whose attach failed; left for leak collection");
+                }
+            }
+            return Err(e);
+        }
+        Ok(eni)
     }
 }
 
@@ -358,48 +597,66 @@ fn find_mut<'a>(enis: &'a mut BTreeMap<u32, Eni>, id: &EniId) -> Result<&'a mut 
         })
 }
 
+fn rejected(operation: &'static str, message: impl Into<String>) -> CloudError {
+    CloudError::Rejected {
+        operation,
+        message: message.into(),
+    }
+}
+
 #[async_trait]
 impl Cloud for SimCloud {
     async fn node(&self) -> Result<NodeInfo> {
-        self.api_call().await;
+        // IMDS, not the EC2 API: no bucket, but a round trip.
+        let d = self.vpc.latencies().describe;
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+        let primary = self.lock().get(&0).cloned().expect("primary ENI");
         Ok(NodeInfo {
             instance_id: self.instance_id.clone(),
             limits: self.limits.clone(),
             vpc_cidrs: vec![self.vpc.cidr],
+            primary_ip: primary.primary_ip,
+            primary_mac: primary.mac,
+            subnet: primary.subnet,
+            security_groups: vec![self.vpc.security_group.clone()],
         })
     }
 
     async fn enis(&self) -> Result<Vec<Eni>> {
-        self.api_call().await;
-        Ok(self.lock().values().cloned().collect())
+        self.vpc.call(Action::Describe).await?;
+        let now = Instant::now();
+        let hidden: Vec<Lagging> = {
+            let mut lagging = self.lagging.lock().expect("sim lag list poisoned");
+            lagging.retain(|(at, _)| *at > now);
+            lagging.iter().map(|(_, l)| *l).collect()
+        };
+        let mut enis: Vec<Eni> = self.lock().values().cloned().collect();
+        if !hidden.is_empty() {
+            for eni in &mut enis {
+                eni.secondary_ips
+                    .retain(|ip| !hidden.contains(&Lagging::Ip(*ip)));
+                eni.prefixes
+                    .retain(|p| !hidden.contains(&Lagging::Prefix(*p)));
+            }
+        }
+        Ok(enis)
     }
 
     async fn attach_eni(&self, device_index: u32) -> Result<Eni> {
-        const OP: &str = "AttachNetworkInterface";
-        self.api_call().await;
-        let eni = {
-            let mut enis = self.lock();
-            if enis.len() >= self.limits.max_enis as usize {
-                return Err(CloudError::EniLimit {
-                    instance_type: self.limits.name.clone(),
-                    limit: self.limits.max_enis,
-                });
-            }
-            if let Some(taken) = enis.get(&device_index) {
-                return Err(CloudError::Api {
-                    operation: OP,
-                    message: format!(
-                        "device index {device_index} is already used by {}",
-                        taken.id
-                    ),
-                });
-            }
-            let eni = self.vpc.create_eni(device_index)?;
-            // Attached in the cloud from here on, as with EC2: if the node
-            // fails to bring the link up, the ENI stays attached and listed.
-            enis.insert(device_index, eni.clone());
-            eni
-        };
+        self.vpc.call(Action::Create).await?;
+        let eni = self.vpc.create_eni(device_index)?;
+        // Tagged and `available` until attached: a crash here leaks it.
+        self.vpc.lock().detached.insert(
+            eni.id.clone(),
+            (eni.clone(), self.instance_id.clone(), SystemTime::now()),
+        );
+        let eni = self.attach_created(eni, device_index).await?;
+        let ready = self.vpc.latencies().eni_ready;
+        if !ready.is_zero() {
+            tokio::time::sleep(ready).await;
+        }
         if let Err(message) = self.fabric.materialize(&eni, false).await {
             warn!(
                 eni = %eni.id, device_index, error = %message,
@@ -410,24 +667,25 @@ impl Cloud for SimCloud {
                 message,
             });
         }
-        info!(eni = %eni.id, device_index, mac = %eni.mac, ip = %eni.primary_ip, "ENI attached");
+        debug!(eni = %eni.id, device_index, mac = %eni.mac, ip = %eni.primary_ip, "ENI attached");
         Ok(eni)
     }
 
     async fn assign_ips(&self, eni: &EniId, count: u32) -> Result<Vec<Ipv4Addr>> {
-        self.api_call().await;
+        const OP: &str = "AssignPrivateIpAddresses";
+        self.vpc.call(Action::Assign).await?;
         if count == 0 {
             // EC2 rejects a zero count; so do we, so a caller's bug shows up
             // in the simulator too.
-            return Err(CloudError::Api {
-                operation: "AssignPrivateIpAddresses",
-                message: "SecondaryPrivateIpAddressCount must be at least 1".into(),
-            });
+            return Err(rejected(
+                OP,
+                "SecondaryPrivateIpAddressCount must be at least 1",
+            ));
         }
         let ips = {
             let mut enis = self.lock();
             let target = find_mut(&mut enis, eni)?;
-            let held = target.secondary_ips.len() as u64;
+            let held = (target.secondary_ips.len() + target.prefixes.len()) as u64;
             if held + u64::from(count) > u64::from(self.limits.secondaries_per_eni()) {
                 return Err(self.ip_limit(eni));
             }
@@ -435,18 +693,16 @@ impl Cloud for SimCloud {
             target.secondary_ips.extend_from_slice(&ips);
             ips
         };
-        info!(eni = %eni, ips = ?ips, "addresses assigned");
+        self.lag(ips.iter().map(|ip| Lagging::Ip(*ip)));
+        debug!(eni = %eni, ips = ?ips, "addresses assigned");
         Ok(ips)
     }
 
     async fn unassign_ips(&self, eni: &EniId, ips: &[Ipv4Addr]) -> Result<()> {
         const OP: &str = "UnassignPrivateIpAddresses";
-        self.api_call().await;
+        self.vpc.call(Action::Unassign).await?;
         if ips.is_empty() {
-            return Err(CloudError::Api {
-                operation: OP,
-                message: "PrivateIpAddress list must not be empty".into(),
-            });
+            return Err(rejected(OP, "PrivateIpAddress list must not be empty"));
         }
         {
             let mut enis = self.lock();
@@ -454,12 +710,10 @@ impl Cloud for SimCloud {
             // Check everything before changing anything: EC2 is
             // all-or-nothing.
             if let Some(primary) = ips.iter().find(|ip| **ip == target.primary_ip) {
-                return Err(CloudError::Api {
-                    operation: OP,
-                    message: format!(
-                        "{primary} is the primary address of {eni} and cannot be unassigned"
-                    ),
-                });
+                return Err(rejected(
+                    OP,
+                    format!("{primary} is the primary address of {eni} and cannot be unassigned"),
+                ));
             }
             if let Some(missing) = ips.iter().find(|ip| !target.secondary_ips.contains(ip)) {
                 return Err(CloudError::NotFound {
@@ -471,8 +725,124 @@ impl Cloud for SimCloud {
             let released: Vec<Ipv4Addr> = drop.into_iter().collect();
             self.vpc.release(&released);
         }
-        info!(eni = %eni, ips = ?ips, "addresses unassigned");
+        debug!(eni = %eni, ips = ?ips, "addresses unassigned");
         Ok(())
+    }
+
+    async fn assign_prefixes(&self, eni: &EniId, count: u32) -> Result<Vec<Ipv4Network>> {
+        const OP: &str = "AssignPrivateIpAddresses";
+        self.vpc.call(Action::Assign).await?;
+        if count == 0 {
+            return Err(rejected(OP, "Ipv4PrefixCount must be at least 1"));
+        }
+        let blocks = {
+            let mut enis = self.lock();
+            let target = find_mut(&mut enis, eni)?;
+            // A prefix takes one of the ENI's address slots.
+            let held = (target.secondary_ips.len() + target.prefixes.len()) as u64;
+            if held + u64::from(count) > u64::from(self.limits.secondaries_per_eni()) {
+                return Err(self.ip_limit(eni));
+            }
+            let blocks = self.vpc.take_blocks(count)?;
+            target.prefixes.extend_from_slice(&blocks);
+            blocks
+        };
+        self.lag(blocks.iter().map(|p| Lagging::Prefix(*p)));
+        debug!(eni = %eni, prefixes = ?blocks, "prefixes assigned");
+        Ok(blocks)
+    }
+
+    async fn unassign_prefixes(&self, eni: &EniId, prefixes: &[Ipv4Network]) -> Result<()> {
+        const OP: &str = "UnassignPrivateIpAddresses";
+        self.vpc.call(Action::Unassign).await?;
+        if prefixes.is_empty() {
+            return Err(rejected(OP, "Ipv4Prefix list must not be empty"));
+        }
+        let mut enis = self.lock();
+        let target = find_mut(&mut enis, eni)?;
+        if let Some(missing) = prefixes.iter().find(|p| !target.prefixes.contains(p)) {
+            return Err(CloudError::NotFound {
+                what: format!("prefix {missing} on ENI {eni}"),
+            });
+        }
+        target.prefixes.retain(|p| !prefixes.contains(p));
+        let mut state = self.vpc.lock();
+        for p in prefixes {
+            state.addresses.release_block(*p);
+        }
+        Ok(())
+    }
+
+    async fn detach_and_delete_eni(&self, eni: &EniId) -> Result<()> {
+        {
+            let enis = self.lock();
+            let found =
+                enis.values()
+                    .find(|e| &e.id == eni)
+                    .ok_or_else(|| CloudError::NotFound {
+                        what: format!("ENI {eni}"),
+                    })?;
+            if found.is_primary() {
+                return Err(rejected(
+                    "DetachNetworkInterface",
+                    format!("OperationNotPermitted: {eni} is the instance's primary ENI"),
+                ));
+            }
+        }
+        self.vpc.call(Action::Detach).await?;
+        let detached = {
+            let mut enis = self.lock();
+            let index = enis
+                .iter()
+                .find(|(_, e)| &e.id == eni)
+                .map(|(i, _)| *i)
+                .ok_or_else(|| CloudError::NotFound {
+                    what: format!("ENI {eni}"),
+                })?;
+            enis.remove(&index).expect("found above")
+        };
+        self.vpc.lock().detached.insert(
+            eni.clone(),
+            (detached, self.instance_id.clone(), SystemTime::now()),
+        );
+        self.delete_eni(eni).await?;
+        info!(eni = %eni, "ENI detached and deleted");
+        Ok(())
+    }
+
+    async fn detached_enis(&self) -> Result<Vec<DetachedEni>> {
+        self.vpc.call(Action::Describe).await?;
+        Ok(self
+            .vpc
+            .lock()
+            .detached
+            .iter()
+            .filter(|(_, (_, owner, _))| *owner == self.instance_id)
+            .map(|(id, (_, _, created))| DetachedEni {
+                id: id.clone(),
+                created_at: Some(*created),
+            })
+            .collect())
+    }
+
+    async fn delete_eni(&self, eni: &EniId) -> Result<()> {
+        self.vpc.call(Action::Delete).await?;
+        if self.lock().values().any(|e| &e.id == eni) {
+            return Err(rejected(
+                "DeleteNetworkInterface",
+                format!("InvalidNetworkInterface.InUse: {eni} is attached"),
+            ));
+        }
+        let removed = self.vpc.lock().detached.remove(eni);
+        match removed {
+            Some((e, _, _)) => {
+                self.vpc.release_eni(&e);
+                Ok(())
+            }
+            None => Err(CloudError::NotFound {
+                what: format!("ENI {eni}"),
+            }),
+        }
     }
 }
 
@@ -627,11 +997,11 @@ mod tests {
         let eni = primary(&cloud).await;
         assert!(matches!(
             cloud.assign_ips(&eni.id, 0).await,
-            Err(CloudError::Api { .. })
+            Err(CloudError::Rejected { .. })
         ));
         assert!(matches!(
             cloud.unassign_ips(&eni.id, &[]).await,
-            Err(CloudError::Api { .. })
+            Err(CloudError::Rejected { .. })
         ));
     }
 
@@ -644,7 +1014,7 @@ mod tests {
         assert!(eni1.secondary_ips.is_empty());
         let err = cloud.attach_eni(1).await.unwrap_err();
         assert!(
-            matches!(&err, CloudError::Api { message, .. } if message.contains("device index 1")),
+            matches!(&err, CloudError::Rejected { message, .. } if message.contains("device index 1")),
             "{err}"
         );
         cloud.attach_eni(2).await.unwrap();
@@ -779,7 +1149,7 @@ mod tests {
         // The primary address is held, but it is not the caller's to give back.
         assert!(matches!(
             cloud.unassign_ips(&eni.id, &[eni.primary_ip]).await,
-            Err(CloudError::Api { .. })
+            Err(CloudError::Rejected { .. })
         ));
         assert!(cloud.vpc().is_used(eni.primary_ip));
     }
@@ -800,11 +1170,14 @@ mod tests {
         cloud.enis().await.unwrap();
         let ips = cloud.assign_ips(&eni.id, 1).await.unwrap();
         cloud.unassign_ips(&eni.id, &ips).await.unwrap();
+        // Create + Attach.
         cloud.attach_eni(1).await.unwrap();
-        assert_eq!(start.elapsed(), latency * 5);
-        // Failed calls cost the round trip too.
-        cloud.attach_eni(1).await.unwrap_err();
         assert_eq!(start.elapsed(), latency * 6);
+        // Failed calls cost the round trip too: Create, the refused Attach,
+        // and the Delete of the ENI just created.
+        cloud.attach_eni(1).await.unwrap_err();
+        assert_eq!(start.elapsed(), latency * 9);
+        assert!(cloud.detached_enis().await.unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -834,10 +1207,10 @@ mod tests {
     #[tokio::test]
     async fn nodes_sharing_a_vpc_never_share_an_address() {
         let vpc = Arc::new(SimVpc::new(net("10.0.0.0/16"), net("10.0.0.0/24")).unwrap());
-        let a = SimCloud::in_vpc(vpc.clone(), "m5.large", Duration::ZERO, Arc::new(NoFabric))
+        let a = SimCloud::in_vpc(vpc.clone(), "m5.large", Arc::new(NoFabric))
             .await
             .unwrap();
-        let b = SimCloud::in_vpc(vpc.clone(), "t3.medium", Duration::ZERO, Arc::new(NoFabric))
+        let b = SimCloud::in_vpc(vpc.clone(), "t3.medium", Arc::new(NoFabric))
             .await
             .unwrap();
         let (ea, eb) = (primary(&a).await, primary(&b).await);
@@ -885,7 +1258,7 @@ mod tests {
             fail_primary: true,
             ..Default::default()
         });
-        let err = SimCloud::in_vpc(vpc.clone(), "m5.large", Duration::ZERO, fabric)
+        let err = SimCloud::in_vpc(vpc.clone(), "m5.large", fabric)
             .await
             .unwrap_err();
         assert!(matches!(err, SimError::Fabric { .. }), "{err}");
@@ -925,7 +1298,7 @@ mod tests {
     #[tokio::test]
     async fn subnet_too_full_for_a_primary_eni() {
         let vpc = Arc::new(SimVpc::new(net("10.0.0.0/16"), net("10.0.0.0/28")).unwrap());
-        let first = SimCloud::in_vpc(vpc.clone(), "m5.large", Duration::ZERO, Arc::new(NoFabric))
+        let first = SimCloud::in_vpc(vpc.clone(), "m5.large", Arc::new(NoFabric))
             .await
             .unwrap();
         first
@@ -933,7 +1306,7 @@ mod tests {
             .await
             .unwrap();
         first.attach_eni(1).await.unwrap();
-        let err = SimCloud::in_vpc(vpc, "m5.large", Duration::ZERO, Arc::new(NoFabric))
+        let err = SimCloud::in_vpc(vpc, "m5.large", Arc::new(NoFabric))
             .await
             .unwrap_err();
         assert!(
