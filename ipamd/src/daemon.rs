@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::alloc::AttachmentKey;
+use crate::cloud::ec2::Ec2Cloud;
 use crate::cloud::sim::{SimCloud, SimConfig, VethFabric};
 use crate::cloud::Cloud;
 use crate::config::{CloudKind, Config};
@@ -35,6 +36,9 @@ pub enum StartError {
     /// The cloud provider.
     #[error("cloud: {0}")]
     Cloud(String),
+    /// SNAT of traffic leaving the VPC.
+    #[error("snat: {0}")]
+    Snat(#[from] crate::dataplane::snat::SnatError),
     /// Enabling IPv4 forwarding in the node namespace.
     #[error("enabling net.ipv4.ip_forward: {0}")]
     Forwarding(std::io::Error),
@@ -91,12 +95,17 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
             .map_err(|e| StartError::Cloud(e.to_string()))?;
             Arc::new(sim)
         }
-        CloudKind::Ec2 => {
-            return Err(StartError::Cloud(
-                "VPC_CNI_CLOUD=ec2 is not available in this build yet; set VPC_CNI_CLOUD=sim for the embedded simulated VPC".into(),
-            ))
-        }
+        CloudKind::Ec2 => Arc::new(
+            Ec2Cloud::new(config.ec2.clone())
+                .await
+                .map_err(|e| StartError::Cloud(e.to_string()))?,
+        ),
     };
+    let node = cloud
+        .node()
+        .await
+        .map_err(|e| StartError::Cloud(e.to_string()))?;
+    dataplane.setup_snat(&config.snat, &node.vpc_cidrs, node.primary_ip)?;
     let restored: Vec<PodRecord> = store.load().unwrap_or_default();
     let held: Vec<(AttachmentKey, std::net::Ipv4Addr)> = restored
         .iter()

@@ -1,6 +1,7 @@
 //! EC2 error codes → [`CloudError`], so the pool reacts to EC2 exactly as it
 //! reacts to the simulator.
 
+use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 
 use crate::cloud::{CloudError, EniId};
@@ -19,18 +20,22 @@ pub(crate) struct Context<'a> {
 }
 
 /// Maps one SDK error. `operation` is the EC2 action, e.g. `"AttachNetworkInterface"`.
-pub(crate) fn map<E, R>(operation: &'static str, err: SdkError<E, R>, ctx: &Context<'_>) -> CloudError
+pub(crate) fn map<E>(
+    operation: &'static str,
+    err: SdkError<E, HttpResponse>,
+    ctx: &Context<'_>,
+) -> CloudError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     match &err {
         SdkError::TimeoutError(_) => CloudError::Timeout { operation },
         SdkError::DispatchFailure(d) if d.is_timeout() => CloudError::Timeout { operation },
-        SdkError::ServiceError(_) => {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
             let code = err.code().unwrap_or("").to_string();
             let message = err.message().unwrap_or("").to_string();
-            from_code(operation, &code, &message, ctx)
+            from_code(operation, status, &code, &message, ctx)
         }
         _ => CloudError::Api {
             operation,
@@ -42,6 +47,7 @@ where
 /// The mapping itself, pure so it is tested without the SDK.
 pub(crate) fn from_code(
     operation: &'static str,
+    status: u16,
     code: &str,
     message: &str,
     ctx: &Context<'_>,
@@ -81,14 +87,20 @@ pub(crate) fn from_code(
                 message.to_string()
             },
         },
-        c => CloudError::Api {
-            operation,
-            message: if c.is_empty() {
+        c => {
+            let message = if c.is_empty() {
                 message.to_string()
             } else {
                 format!("{c}: {message}")
-            },
-        },
+            };
+            // A 4xx is a verdict on the request; a 5xx (or no status) may
+            // pass if retried.
+            if (400..500).contains(&status) {
+                CloudError::Rejected { operation, message }
+            } else {
+                CloudError::Api { operation, message }
+            }
+        }
     }
 }
 
@@ -120,50 +132,63 @@ mod tests {
         };
         let op = "AssignPrivateIpAddresses";
         assert_eq!(
-            from_code(op, "InsufficientFreeAddressesInSubnet", "", &ctx),
+            from_code(op, 400, "InsufficientFreeAddressesInSubnet", "", &ctx),
             CloudError::SubnetFull {
                 subnet: "subnet-1".into()
             }
         );
         assert_eq!(
-            from_code(op, "InsufficientCidrBlocks", "", &ctx),
+            from_code(op, 400, "InsufficientCidrBlocks", "", &ctx),
             CloudError::NoFreeCidrBlocks {
                 subnet: "subnet-1".into()
             }
         );
         assert_eq!(
-            from_code(op, "AttachmentLimitExceeded", "", &ctx),
+            from_code(op, 400, "AttachmentLimitExceeded", "", &ctx),
             CloudError::EniLimit {
                 instance_type: "m5.large".into(),
                 limit: 3
             }
         );
         assert_eq!(
-            from_code(op, "PrivateIpAddressLimitExceeded", "", &ctx),
+            from_code(op, 400, "PrivateIpAddressLimitExceeded", "", &ctx),
             CloudError::IpLimit {
                 eni: eni.clone(),
                 limit: 10
             }
         );
         assert_eq!(
-            from_code(op, "RequestLimitExceeded", "slow down", &ctx),
+            from_code(op, 400, "RequestLimitExceeded", "slow down", &ctx),
             CloudError::Throttled { operation: op }
         );
         assert_eq!(
-            from_code(op, "InvalidNetworkInterfaceID.NotFound", "eni-1 gone", &ctx),
+            from_code(
+                op,
+                400,
+                "InvalidNetworkInterfaceID.NotFound",
+                "eni-1 gone",
+                &ctx
+            ),
             CloudError::NotFound {
                 what: "eni-1 gone".into()
             }
         );
         assert_eq!(
-            from_code(op, "UnauthorizedOperation", "no", &ctx),
+            from_code(op, 400, "UnauthorizedOperation", "no", &ctx),
             CloudError::Unauthorized {
                 operation: op,
                 message: "no".into()
             }
         );
         assert_eq!(
-            from_code(op, "InternalError", "oops", &ctx),
+            from_code(op, 400, "InvalidParameterValue", "bad", &ctx),
+            CloudError::Rejected {
+                operation: op,
+                message: "InvalidParameterValue: bad".into()
+            }
+        );
+        assert_eq!(
+            from_code(op, 500, "InternalError", "oops", &ctx),
             CloudError::Api {
                 operation: op,
                 message: "InternalError: oops".into()

@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 
+use aws_config::imds::client::error::ImdsError;
 use aws_config::imds::Client;
 use ipnetwork::Ipv4Network;
 
@@ -42,7 +43,13 @@ async fn get(client: &Client, path: &str) -> Result<String, CloudError> {
         .map(|s| s.as_ref().trim().to_string())
         .map_err(|e| CloudError::Api {
             operation: "IMDS",
-            message: format!("{path}: {e}"),
+            message: match &e {
+                // Its Display carries the whole response; the status is enough.
+                ImdsError::ErrorResponse(r) => {
+                    format!("{path}: HTTP {}", r.response().status().as_u16())
+                }
+                other => format!("{path}: {other}"),
+            },
         })
 }
 

@@ -78,20 +78,26 @@ impl Ec2Settings {
     pub fn from_vars<'a>(
         get: impl Fn(&str) -> Option<&'a str>,
     ) -> std::result::Result<Self, (String, String, String)> {
-        let mut s = Self::default();
-        s.cluster_name = get("CLUSTER_NAME").map(str::to_string);
+        let mut s = Self {
+            cluster_name: get("CLUSTER_NAME").map(str::to_string),
+            ..Self::default()
+        };
         for (var, slot) in [
             ("VPC_CNI_ENI_LINK_TIMEOUT_MS", &mut s.link_timeout),
             ("VPC_CNI_EC2_TIMEOUT_MS", &mut s.call_timeout),
         ] {
             if let Some(v) = get(var) {
-                let ms: u64 = v.parse().ok().filter(|ms| (1..=600_000).contains(ms)).ok_or_else(|| {
-                    (
-                        var.to_string(),
-                        v.to_string(),
-                        "expected milliseconds between 1 and 600000".to_string(),
-                    )
-                })?;
+                let ms: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|ms| (1..=600_000).contains(ms))
+                    .ok_or_else(|| {
+                        (
+                            var.to_string(),
+                            v.to_string(),
+                            "expected milliseconds between 1 and 600000".to_string(),
+                        )
+                    })?;
                 *slot = Duration::from_millis(ms);
             }
         }
@@ -119,9 +125,10 @@ pub struct Ec2Cloud {
     limits: OnceCell<InstanceLimits>,
     /// Subnet id → CIDR, seeded with the primary subnet from IMDS.
     subnets: Mutex<HashMap<String, Ipv4Network>>,
-    /// Secondary addresses each ENI is known to hold. EC2 answers an Assign
-    /// with the new addresses only, moto with all of them: the difference
-    /// against this set is what is new either way.
+    /// Addresses each ENI is known to hold, its primary included. EC2
+    /// answers an Assign with the new addresses only, moto with all of them
+    /// (the ENI's primary too): the difference against this set is what is
+    /// new either way.
     known: Mutex<HashMap<EniId, HashSet<Ipv4Addr>>>,
 }
 
@@ -177,10 +184,7 @@ impl Ec2Cloud {
         Context {
             eni: Some(eni),
             subnet: Some(&self.identity.subnet.id),
-            instance_type: self
-                .limits
-                .get()
-                .map(|l| (l.name.as_str(), l.max_enis)),
+            instance_type: self.limits.get().map(|l| (l.name.as_str(), l.max_enis)),
             ip_limit: self.limits.get().map(|l| l.ipv4_per_eni),
         }
     }
@@ -214,9 +218,12 @@ impl Ec2Cloud {
             .send()
             .await
             .map_err(|e| errors::map(OP, e, &Context::default()))?;
-        let info = out.instance_types().first().ok_or_else(|| CloudError::NotFound {
-            what: format!("instance type {name}"),
-        })?;
+        let info = out
+            .instance_types()
+            .first()
+            .ok_or_else(|| CloudError::NotFound {
+                what: format!("instance type {name}"),
+            })?;
         let net = info.network_info();
         let field = |v: Option<i32>, what: &str| {
             v.and_then(|v| u32::try_from(v).ok())
@@ -228,12 +235,18 @@ impl Ec2Cloud {
         };
         Ok(InstanceLimits {
             name: name.to_string(),
-            max_enis: field(net.and_then(|n| n.maximum_network_interfaces()), "ENI limit")?,
+            max_enis: field(
+                net.and_then(|n| n.maximum_network_interfaces()),
+                "ENI limit",
+            )?,
             ipv4_per_eni: field(
                 net.and_then(|n| n.ipv4_addresses_per_interface()),
                 "IPv4 limit",
             )?,
-            vcpus: field(info.v_cpu_info().and_then(|v| v.default_v_cpus()), "vCPU count")?,
+            vcpus: field(
+                info.v_cpu_info().and_then(|v| v.default_v_cpus()),
+                "vCPU count",
+            )?,
         })
     }
 
@@ -354,6 +367,12 @@ impl Ec2Cloud {
     }
 }
 
+fn held_by(eni: &Eni) -> HashSet<Ipv4Addr> {
+    std::iter::once(eni.primary_ip)
+        .chain(eni.secondary_ips.iter().copied())
+        .collect()
+}
+
 fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
@@ -392,7 +411,7 @@ impl Cloud for Ec2Cloud {
         let mut known = self.known.lock().expect("known poisoned");
         known.clear();
         for e in &enis {
-            known.insert(e.id.clone(), e.secondary_ips.iter().copied().collect());
+            known.insert(e.id.clone(), held_by(e));
         }
         Ok(enis)
     }
@@ -424,10 +443,13 @@ impl Cloud for Ec2Cloud {
             operation: "CreateNetworkInterface",
             message: "no network interface in the answer".into(),
         })?;
-        let mut eni = self.convert(created).await?.ok_or_else(|| CloudError::Api {
-            operation: "CreateNetworkInterface",
-            message: "the new ENI lacks an id, MAC, subnet or address".into(),
-        })?;
+        let mut eni = self
+            .convert(created)
+            .await?
+            .ok_or_else(|| CloudError::Api {
+                operation: "CreateNetworkInterface",
+                message: "the new ENI lacks an id, MAC, subnet or address".into(),
+            })?;
         eni.device_index = device_index;
         tracing::info!(eni = %eni.id, mac = %eni.mac, "ENI created");
 
@@ -472,10 +494,14 @@ impl Cloud for Ec2Cloud {
         self.known
             .lock()
             .expect("known poisoned")
-            .insert(eni.id.clone(), eni.secondary_ips.iter().copied().collect());
+            .insert(eni.id.clone(), held_by(&eni));
         // The pool sets the link up; a link that is late is retried there,
         // so a timeout here is reported, not fatal.
-        match self.links.wait_for(eni.mac, self.settings.link_timeout).await {
+        match self
+            .links
+            .wait_for(eni.mac, self.settings.link_timeout)
+            .await
+        {
             Ok(name) => {
                 tracing::info!(eni = %eni.id, device_index, link = %name, "ENI attached");
             }
@@ -503,10 +529,7 @@ impl Cloud for Ec2Cloud {
             .collect();
         let mut known = self.known.lock().expect("known poisoned");
         let held = known.entry(eni.clone()).or_default();
-        let new: Vec<Ipv4Addr> = answered
-            .into_iter()
-            .filter(|ip| held.insert(*ip))
-            .collect();
+        let new: Vec<Ipv4Addr> = answered.into_iter().filter(|ip| held.insert(*ip)).collect();
         tracing::debug!(eni = %eni, count, assigned = new.len(), "addresses assigned");
         Ok(new)
     }
@@ -595,7 +618,10 @@ impl Cloud for Ec2Cloud {
         let mut req = self
             .client
             .describe_network_interfaces()
-            .filters(filter(&format!("tag:{TAG_INSTANCE}"), &self.identity.instance_id))
+            .filters(filter(
+                &format!("tag:{TAG_INSTANCE}"),
+                &self.identity.instance_id,
+            ))
             .filters(filter("status", "available"));
         if let Some(cluster) = &self.settings.cluster_name {
             req = req.filters(filter(&format!("tag:{TAG_CLUSTER}"), cluster));
