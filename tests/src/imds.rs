@@ -450,9 +450,12 @@ impl FabricState {
             let want = eni.addresses();
             let entry = self.links.get_mut(&index).expect("inserted");
             for a in entry.1.iter().filter(|a| !want.contains(a)) {
+                let a = a.to_string();
+                let _ = ip(&["-n", &v.ns, "neigh", "del", &a, "dev", &far]);
                 let _ = ip(&["-n", &v.ns, "route", "del", &format!("{a}/32"), "dev", &far]);
             }
             for a in want.iter().filter(|a| !entry.1.contains(a)) {
+                let a = a.to_string();
                 ip(&[
                     "-n",
                     &v.ns,
@@ -461,6 +464,22 @@ impl FabricState {
                     &format!("{a}/32"),
                     "dev",
                     &far,
+                ])?;
+                // The VPC delivers to the ENI that holds an address, by its
+                // MAC, without asking (a node does not answer ARP for its
+                // pods' addresses).
+                ip(&[
+                    "-n",
+                    &v.ns,
+                    "neigh",
+                    "replace",
+                    &a,
+                    "lladdr",
+                    &eni.mac,
+                    "dev",
+                    &far,
+                    "nud",
+                    "permanent",
                 ])?;
             }
             entry.1 = want;

@@ -5,9 +5,10 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use vpc_cni_e2e::ec2node::{tcp_source_seen, VpcNs};
 use vpc_cni_e2e::ec2node::{Ec2Node, CLUSTER};
 use vpc_cni_e2e::moto::{Moto, MotoVpc};
-use vpc_cni_e2e::{ping, status_json, used, wait_until};
+use vpc_cni_e2e::{ping, status_json, tcp_reachable, used, wait_until};
 
 /// Secondary addresses per ENI of an m5.large (10 IPv4 − the primary).
 const M5_SECONDARIES: usize = 9;
@@ -48,5 +49,218 @@ fn cold_start_fills_the_pool_and_wires_a_pod() {
         "node cannot reach its pod"
     );
     assert!(n.fabric_errors().is_empty(), "{:?}", n.fabric_errors());
-    let _ = CLUSTER;
+}
+
+/// Adds pods until one lands on a secondary ENI; returns all of them.
+fn pods_past_the_primary(n: &Ec2Node, moto: &Moto, prefix: &str) -> Vec<vpc_cni_e2e::Pod> {
+    let mut pods = Vec::new();
+    for i in 0..=M5_SECONDARIES {
+        pods.push(n.node.add_pod(&format!("{prefix}-{i:02}")));
+    }
+    let primary = n.enis(moto).remove(0);
+    assert!(
+        pods.iter().any(|p| !primary.secondary.contains(&p.ip)),
+        "ten pods cannot all fit on the primary ENI"
+    );
+    pods
+}
+
+#[test]
+#[ignore = "privileged: needs root and CAP_NET_ADMIN"]
+fn scale_up_attaches_a_tagged_eni_with_its_route_table_and_rules() {
+    let (moto, vpc) = setup();
+    let n = Ec2Node::start(&moto, &vpc, "m5.large", None, &[]);
+    let pods = pods_past_the_primary(&n, &moto, "scale");
+    let enis = n.enis(&moto);
+    assert!(enis.len() >= 2, "a second ENI must be attached: {enis:?}");
+    let eni1 = &enis[1];
+    assert_eq!(eni1.device_index, Some(1));
+    assert_eq!(
+        eni1.subnet_id, vpc.subnet_id,
+        "new ENIs go into the primary subnet"
+    );
+    assert_eq!(
+        eni1.groups,
+        vec![vpc.sg_id.clone()],
+        "with the primary ENI's groups"
+    );
+    assert_eq!(
+        eni1.tag("node.k8s.amazonaws.com/instance_id"),
+        Some(n.instance_id.as_str())
+    );
+    assert_eq!(eni1.tag("cluster.k8s.amazonaws.com/name"), Some(CLUSTER));
+    assert!(eni1
+        .tag("node.k8s.amazonaws.com/createdAt")
+        .is_some_and(|t| t.ends_with('Z')));
+    // Its link: up, MTU 9001, and route table 2 with the subnet's gateway.
+    let ns = n.node.netns();
+    let link = ns.ip_json(&["link", "show", "eth1"]);
+    assert_eq!(link[0]["address"], eni1.mac.as_str());
+    assert_eq!(link[0]["mtu"], 9001);
+    assert!(
+        link[0]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "UP"),
+        "{link:?}"
+    );
+    let table = ns.ip(&["route", "show", "table", "2"]);
+    assert!(
+        table.contains("default via 10.0.0.1 dev eth1"),
+        "table 2: {table}"
+    );
+    // A pod on it: from-rule to table 2 at 1536 and to-rule to main at 512.
+    let on_eni1 = pods
+        .iter()
+        .find(|p| eni1.secondary.contains(&p.ip))
+        .expect("a pod on ENI 1");
+    let rules = ns.ip(&["rule", "show"]);
+    assert!(
+        rules.contains(&format!("1536:\tfrom {} lookup 2", on_eni1.ip)),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(&format!("512:\tfrom all to {} lookup main", on_eni1.ip)),
+        "{rules}"
+    );
+    for p in &pods {
+        assert!(ping(ns.name(), p.ip), "node cannot reach {}", p.ip);
+    }
+    assert!(n.fabric_errors().is_empty(), "{:?}", n.fabric_errors());
+}
+
+#[test]
+#[ignore = "privileged: needs root and CAP_NET_ADMIN"]
+fn restart_finds_its_enis_and_keeps_its_pods() {
+    let (moto, vpc) = setup();
+    let mut n = Ec2Node::start(&moto, &vpc, "m5.large", None, &[]);
+    let pods = pods_past_the_primary(&n, &moto, "keep");
+    // Ten pods and a warm ENI's worth of free addresses: all three ENIs.
+    assert!(
+        wait_until(Duration::from_secs(10), || n.enis(&moto).len() == 3),
+        "the pool never attached its third ENI: {}",
+        n.node.log()
+    );
+    // The crash must not race the checkpoint's write of the last ADD (that
+    // is the checkpoint's business, not this test's).
+    let checkpoint = n.node.dir().join("state");
+    assert!(wait_until(Duration::from_secs(5), || {
+        let text = std::fs::read_dir(&checkpoint)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+            .collect::<String>();
+        pods.iter().all(|p| text.contains(&format!("\"{}\"", p.ip)))
+    }));
+    let before: Vec<String> = n.enis(&moto).iter().map(|e| e.id.clone()).collect();
+    n.node.crash_and_restart();
+    let after: Vec<String> = n.enis(&moto).iter().map(|e| e.id.clone()).collect();
+    assert_eq!(
+        before, after,
+        "a restart must reuse the attached ENIs, not attach more"
+    );
+    assert_eq!(used(&n.node), pods.len() as u64);
+    for p in &pods {
+        assert!(
+            ping(n.node.netns().name(), p.ip),
+            "{} lost by the restart",
+            p.ip
+        );
+    }
+    let extra = n.node.add_pod("after-restart");
+    assert!(
+        pods.iter().all(|p| p.ip != extra.ip),
+        "{} handed out twice",
+        extra.ip
+    );
+}
+
+#[test]
+#[ignore = "privileged: needs root and CAP_NET_ADMIN"]
+fn pods_on_two_nodes_reach_each_other_across_the_vpc() {
+    let (moto, vpc) = setup();
+    let fabric = VpcNs::new(&vpc);
+    let a = Ec2Node::start(&moto, &vpc, "m5.large", Some(fabric.side("a")), &[]);
+    let b = Ec2Node::start(&moto, &vpc, "m5.large", Some(fabric.side("b")), &[]);
+    let pods_a = pods_past_the_primary(&a, &moto, "a");
+    let pods_b = pods_past_the_primary(&b, &moto, "b");
+    let a1 = a.enis(&moto).remove(1);
+    let b1 = b.enis(&moto).remove(1);
+    // One pod on each ENI of each node.
+    let pick = |pods: &[vpc_cni_e2e::Pod], eni: &vpc_cni_e2e::moto::MotoEni, on: bool| {
+        pods.iter()
+            .find(|p| eni.secondary.contains(&p.ip) == on)
+            .map(|p| (p.netns().path().to_path_buf(), p.ip))
+            .expect("a pod")
+    };
+    let (a_primary, a_second) = (pick(&pods_a, &a1, false), pick(&pods_a, &a1, true));
+    let (b_primary, b_second) = (pick(&pods_b, &b1, false), pick(&pods_b, &b1, true));
+    for (from, to) in [
+        (&a_primary, &b_primary),
+        (&a_primary, &b_second),
+        (&a_second, &b_primary),
+        (&a_second, &b_second),
+        (&b_second, &a_second),
+    ] {
+        tcp_reachable(&from.0, &to.0, to.1)
+            .unwrap_or_else(|e| panic!("{} cannot reach {}: {e}", from.1, to.1));
+    }
+    assert!(a.fabric_errors().is_empty(), "{:?}", a.fabric_errors());
+    assert!(b.fabric_errors().is_empty(), "{:?}", b.fabric_errors());
+}
+
+/// A pod on a secondary ENI opens a connection to an address outside the
+/// VPC; returns the source address the far end saw.
+fn source_seen_outside(
+    env: &[(&str, &str)],
+) -> (std::net::Ipv4Addr, std::net::Ipv4Addr, std::net::Ipv4Addr) {
+    let (moto, vpc) = setup();
+    let fabric = VpcNs::new(&vpc);
+    let (inet, far) = fabric.internet(&vpc);
+    let n = Ec2Node::start(&moto, &vpc, "m5.large", Some(fabric.side("n")), env);
+    // What the instance's DHCP client does: a default route via the gateway.
+    n.node.netns().ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        &fabric.gateway.to_string(),
+        "dev",
+        "eth0",
+    ]);
+    let pods = pods_past_the_primary(&n, &moto, "out");
+    let eni1 = n.enis(&moto).remove(1);
+    let pod = pods
+        .iter()
+        .find(|p| eni1.secondary.contains(&p.ip))
+        .expect("a pod on ENI 1");
+    let seen = tcp_source_seen(pod.netns().path(), inet.path(), far)
+        .unwrap_or_else(|e| panic!("pod {} cannot reach {far}: {e}\n{}", pod.ip, n.node.log()));
+    (seen, pod.ip, n.primary.primary_ip)
+}
+
+#[test]
+#[ignore = "privileged: needs root and CAP_NET_ADMIN"]
+fn traffic_leaving_the_vpc_is_snatted_to_the_primary_address() {
+    let (seen, _pod, primary) = source_seen_outside(&[]);
+    assert_eq!(seen, primary);
+}
+
+#[test]
+#[ignore = "privileged: needs root and CAP_NET_ADMIN"]
+fn external_snat_keeps_the_pod_address() {
+    let (seen, pod, _) = source_seen_outside(&[("AWS_VPC_K8S_CNI_EXTERNALSNAT", "true")]);
+    assert_eq!(seen, pod);
+}
+
+#[test]
+#[ignore = "privileged: needs root and CAP_NET_ADMIN"]
+fn excluded_cidrs_keep_the_pod_address() {
+    let (seen, pod, _) = source_seen_outside(&[(
+        "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS",
+        "192.0.2.0/24,198.51.100.0/24",
+    )]);
+    assert_eq!(seen, pod);
 }
