@@ -48,6 +48,51 @@ pub struct PoolSettings {
     /// `IP_COOLDOWN_PERIOD` (seconds, default 30): how long a released
     /// address rests before it is handed out again (unless nothing else is left).
     pub cooldown: Duration,
+    /// `ENABLE_PREFIX_DELEGATION` (default false): grow by /28 prefixes.
+    pub prefix_delegation: bool,
+    /// `WARM_PREFIX_TARGET` (prefix mode; default 1 when neither
+    /// `WARM_IP_TARGET` nor `MINIMUM_IP_TARGET` is set).
+    pub warm_prefix_target: Option<u32>,
+    /// `VPC_CNI_WARM_POLICY` (`fixed`, default, or `adaptive`).
+    pub policy: WarmPolicy,
+    /// `VPC_CNI_RELEASE_DELAY_S` (default 300): how long a surplus must last
+    /// before it is returned to EC2 (the hysteresis in time).
+    pub release_delay: Duration,
+    /// `VPC_CNI_RECONCILE_INTERVAL_S` (default 900): mean interval of the
+    /// jittered inventory check (DescribeNetworkInterfaces, leak collection).
+    pub reconcile_interval: Duration,
+    /// `VPC_CNI_LEAK_GRACE_S` (default 600): age beyond which a detached
+    /// ENI tagged for this node is deleted.
+    pub leak_grace: Duration,
+}
+
+/// How the warm pool is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WarmPolicy {
+    /// aws-node's static targets.
+    #[default]
+    Fixed,
+    /// Sized from the observed pod arrival rate and EC2 latency (README).
+    Adaptive,
+}
+
+impl Default for PoolSettings {
+    /// aws-node's defaults: one warm ENI, secondary IPs, fixed policy.
+    fn default() -> Self {
+        PoolSettings {
+            warm_eni_target: 1,
+            warm_ip_target: None,
+            minimum_ip_target: None,
+            max_eni: None,
+            cooldown: Duration::from_secs(30),
+            prefix_delegation: false,
+            warm_prefix_target: None,
+            policy: WarmPolicy::Fixed,
+            release_delay: Duration::from_secs(300),
+            reconcile_interval: Duration::from_secs(900),
+            leak_grace: Duration::from_secs(600),
+        }
+    }
 }
 
 /// The daemon's configuration.
@@ -63,6 +108,8 @@ pub struct Config {
     pub mtu: u32,
     /// Warm-pool targets.
     pub pool: PoolSettings,
+    /// The node's EC2 budget (`VPC_CNI_EC2_*`).
+    pub budget: crate::cloud::budget::BudgetSettings,
     /// Simulator settings (used when `cloud` is `Sim`).
     pub sim: SimSettings,
     /// `VPC_CNI_VETH_REAP_DELAY_MS` (default 5000): how long after DEL a host
@@ -93,7 +140,7 @@ const MAX_COOLDOWN_SECS: u64 = 86_400;
 
 /// aws-node settings whose feature is not in this build yet: accepted and
 /// validated so an aws-node configuration still starts, and reported.
-const NOT_YET: &[&str] = &["WARM_PREFIX_TARGET", "ENABLE_PREFIX_DELEGATION"];
+const NOT_YET: &[&str] = &[];
 
 impl Config {
     /// Reads the process environment.
@@ -128,6 +175,7 @@ impl Config {
             minimum_ip_target: parse(&env, "MINIMUM_IP_TARGET")?,
             max_eni: parse(&env, "MAX_ENI")?,
             cooldown: Duration::from_secs(parse(&env, "IP_COOLDOWN_PERIOD")?.unwrap_or(30)),
+            ..pool_extras(&env)?
         };
         if pool.cooldown > Duration::from_secs(MAX_COOLDOWN_SECS) {
             return Err(err(
@@ -191,6 +239,7 @@ impl Config {
             cloud,
             mtu,
             pool,
+            budget: crate::cloud::budget::BudgetSettings::from_vars(&env)?,
             sim,
             ec2,
             snat,
@@ -206,6 +255,59 @@ impl Config {
             .map(|(k, _)| k)
             .collect()
     }
+}
+
+/// The issue-5 pool settings (prefix delegation, policy, release, reconcile).
+fn pool_extras(env: &HashMap<String, String>) -> Result<PoolSettings, ConfigError> {
+    let d = PoolSettings::default();
+    let prefix_delegation = match env.get("ENABLE_PREFIX_DELEGATION").map(|v| v.trim()) {
+        None | Some("") | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(err(
+                "ENABLE_PREFIX_DELEGATION",
+                other,
+                "expected true or false",
+            ))
+        }
+    };
+    let policy = match env.get("VPC_CNI_WARM_POLICY").map(|v| v.trim()) {
+        None | Some("") | Some("fixed") => WarmPolicy::Fixed,
+        Some("adaptive") => WarmPolicy::Adaptive,
+        Some(other) => {
+            return Err(err(
+                "VPC_CNI_WARM_POLICY",
+                other,
+                "expected `fixed` or `adaptive`",
+            ))
+        }
+    };
+    let secs =
+        |var: &str, default: Duration, min: u64, max: u64| -> Result<Duration, ConfigError> {
+            match parse::<u64>(env, var)? {
+                None => Ok(default),
+                Some(v) if (min..=max).contains(&v) => Ok(Duration::from_secs(v)),
+                Some(v) => Err(err(
+                    var,
+                    &v.to_string(),
+                    &format!("must be between {min} and {max} seconds"),
+                )),
+            }
+        };
+    Ok(PoolSettings {
+        prefix_delegation,
+        warm_prefix_target: parse(env, "WARM_PREFIX_TARGET")?,
+        policy,
+        release_delay: secs("VPC_CNI_RELEASE_DELAY_S", d.release_delay, 0, 86_400)?,
+        reconcile_interval: secs(
+            "VPC_CNI_RECONCILE_INTERVAL_S",
+            d.reconcile_interval,
+            60,
+            86_400,
+        )?,
+        leak_grace: secs("VPC_CNI_LEAK_GRACE_S", d.leak_grace, 60, 7 * 86_400)?,
+        ..d
+    })
 }
 
 fn err(var: &str, value: &str, reason: &str) -> ConfigError {
@@ -288,6 +390,12 @@ mod tests {
             ("IP_COOLDOWN_PERIOD", "-1"),
             ("IP_COOLDOWN_PERIOD", "99999999999"),
             ("ENABLE_PREFIX_DELEGATION", "yes please"),
+            ("ENABLE_PREFIX_DELEGATION", "1"),
+            ("WARM_PREFIX_TARGET", "-2"),
+            ("VPC_CNI_WARM_POLICY", "smart"),
+            ("VPC_CNI_RELEASE_DELAY_S", "100000"),
+            ("VPC_CNI_RECONCILE_INTERVAL_S", "5"),
+            ("VPC_CNI_LEAK_GRACE_S", "soon"),
             ("VPC_CNI_SIM_SUBNET_CIDR", "192.168.0.0/24"),
             ("VPC_CNI_LOG_LEVEL", "loud"),
         ] {
@@ -313,5 +421,22 @@ mod tests {
         assert_eq!(c.pool.minimum_ip_target, Some(10));
         assert_eq!(c.pool.max_eni, Some(2));
         assert_eq!(c.mtu, 1500);
+    }
+
+    #[test]
+    fn prefix_and_policy_settings_are_read() {
+        let c = Config::from_vars(vars(&[
+            ("ENABLE_PREFIX_DELEGATION", "true"),
+            ("WARM_PREFIX_TARGET", "2"),
+            ("VPC_CNI_WARM_POLICY", "adaptive"),
+            ("VPC_CNI_RELEASE_DELAY_S", "60"),
+        ]))
+        .unwrap();
+        assert!(c.pool.prefix_delegation);
+        assert_eq!(c.pool.warm_prefix_target, Some(2));
+        assert_eq!(c.pool.policy, WarmPolicy::Adaptive);
+        assert_eq!(c.pool.release_delay, Duration::from_secs(60));
+        let d = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(d.pool, PoolSettings::default());
     }
 }

@@ -101,6 +101,8 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
                 .map_err(|e| StartError::Cloud(e.to_string()))?,
         ),
     };
+    // Every EC2 call goes through this node's budget (buckets, backoff).
+    let cloud: Arc<dyn Cloud> = Arc::new(crate::cloud::budget::Budget::new(cloud, config.budget));
     let node = cloud
         .node()
         .await

@@ -126,18 +126,44 @@ fn max_pods(args: &[String]) -> ExitCode {
         eprintln!("ipamd max-pods: --instance-type needs a value");
         return ExitCode::from(2);
     };
-    match ipamd::cloud::limits::lookup(name) {
-        Some(l) => {
-            println!("{}", l.max_pods());
+    let pd = args.iter().any(|a| a == "--prefix-delegation");
+    if let Some(bad) = args.iter().enumerate().find(|(i, a)| {
+        *i != pos + 1 && !matches!(a.as_str(), "--instance-type" | "--prefix-delegation")
+    }) {
+        eprintln!("ipamd max-pods: unknown argument {:?}", bad.1);
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ipamd max-pods: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let online = online_instance_types();
+    let resolved = runtime.block_on(ipamd::cloud::limits::resolve(name, online.as_deref()));
+    match resolved {
+        Ok((l, source)) => {
+            if let ipamd::cloud::limits::Source::Table(Some(e)) = source {
+                eprintln!("ipamd max-pods: EC2 lookup failed ({e}); using the embedded table");
+            }
+            println!("{}", l.max_pods_for(pd));
             ExitCode::SUCCESS
         }
-        None => {
-            let known: Vec<_> = ipamd::cloud::limits::known_types().collect();
-            eprintln!(
-                "ipamd max-pods: unknown instance type {name:?}; known: {}",
-                known.join(", ")
-            );
+        Err(e) => {
+            eprintln!("ipamd max-pods: {e}");
             ExitCode::from(2)
         }
     }
+}
+
+/// DescribeInstanceTypes through the `ec2` provider, for `max-pods` online.
+/// Integration point for the ec2 provider (issue 5, helper i5-ec2): return
+/// it here when `VPC_CNI_CLOUD=ec2` and credentials are available. Until
+/// then `max-pods` answers from the embedded table.
+fn online_instance_types() -> Option<Box<dyn ipamd::cloud::limits::InstanceTypes>> {
+    None
 }

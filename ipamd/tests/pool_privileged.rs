@@ -46,6 +46,7 @@ fn an_eni_whose_link_comes_late_joins_the_pool_when_it_appears() {
                 minimum_ip_target: Some(8),
                 max_eni: None,
                 cooldown: Duration::from_secs(30),
+                ..PoolSettings::default()
             };
             let dp = Arc::new(NetlinkDataplane::new().unwrap());
             let pool = Pool::start(cloud.clone(), dp, settings, 9001, &[])

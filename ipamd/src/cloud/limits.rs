@@ -1,8 +1,12 @@
 //! ENI and address limits per EC2 instance type.
 //!
-//! The table is embedded rather than asked of EC2 (`DescribeInstanceTypes`)
-//! so that `ipamd max-pods` and the simulator work offline and give the same
-//! answer as AWS's published `eni-max-pods.txt`.
+//! The table is embedded so that `ipamd max-pods` and the simulator work
+//! offline and give the same answer as AWS's published `eni-max-pods.txt`
+//! (amazon-vpc-cni-k8s `misc/eni-max-pods.txt`, checked row by row by the
+//! tests below). Online, [`resolve`] asks EC2 (`DescribeInstanceTypes`)
+//! through any [`InstanceTypes`] first.
+
+use async_trait::async_trait;
 
 /// How many ENIs and IPv4 addresses an instance type may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +58,42 @@ const TABLE: &[Row] = &[
     ("r5.12xlarge", 8, 30, 48),
     ("r5.16xlarge", 15, 50, 64),
     ("r5.24xlarge", 15, 50, 96),
+    ("m5.metal", 15, 50, 96),
+    ("c5.metal", 15, 50, 96),
+    ("r5.metal", 15, 50, 96),
+    ("x1.16xlarge", 8, 30, 64),
+    ("x1.32xlarge", 8, 30, 128),
+    ("x1e.xlarge", 3, 10, 4),
+    ("x1e.2xlarge", 4, 15, 8),
+    ("x1e.4xlarge", 4, 15, 16),
+    ("x1e.8xlarge", 4, 15, 32),
+    ("x1e.16xlarge", 8, 30, 64),
+    ("x1e.32xlarge", 8, 30, 128),
+    ("p3.2xlarge", 4, 15, 8),
+    ("p3.8xlarge", 8, 30, 32),
+    ("p3.16xlarge", 8, 30, 64),
+    ("p3dn.24xlarge", 15, 50, 96),
+    // P2 and H1 are no longer in the current eni-max-pods.txt; values from
+    // the EC2 user guide (P2 matches the file's older revisions; those gave
+    // h1.16xlarge 452 because they capped ENIs at 31 addresses).
+    ("p2.xlarge", 4, 15, 4),
+    ("p2.8xlarge", 8, 30, 32),
+    ("p2.16xlarge", 8, 30, 64),
+    ("h1.2xlarge", 4, 15, 8),
+    ("h1.4xlarge", 8, 30, 16),
+    ("h1.8xlarge", 8, 30, 32),
+    ("h1.16xlarge", 15, 50, 64),
+    ("d2.xlarge", 4, 15, 4),
+    ("d2.2xlarge", 4, 15, 8),
+    ("d2.4xlarge", 8, 30, 16),
+    ("d2.8xlarge", 8, 30, 36),
+    ("i3.large", 3, 10, 2),
+    ("i3.xlarge", 4, 15, 4),
+    ("i3.2xlarge", 4, 15, 8),
+    ("i3.4xlarge", 8, 30, 16),
+    ("i3.8xlarge", 8, 30, 32),
+    ("i3.16xlarge", 15, 50, 64),
+    ("i3.metal", 15, 50, 72),
 ];
 
 /// The limits of `instance_type` (exact, case-sensitive name, as EC2 spells
@@ -87,6 +127,84 @@ impl InstanceLimits {
     pub fn secondaries_per_eni(&self) -> u32 {
         self.ipv4_per_eni.saturating_sub(1)
     }
+
+    /// The most pods in prefix mode (aws's max-pods-calculator): every slot
+    /// a /28, capped at [`pd_pod_cap`].
+    pub fn max_pods_pd(&self) -> u32 {
+        (self.max_enis * self.secondaries_per_eni() * 16 + 2).min(pd_pod_cap(self.vcpus))
+    }
+
+    /// [`Self::max_pods`] or [`Self::max_pods_pd`].
+    pub fn max_pods_for(&self, prefix_delegation: bool) -> u32 {
+        if prefix_delegation {
+            self.max_pods_pd()
+        } else {
+            self.max_pods()
+        }
+    }
+}
+
+/// Instance type limits from EC2 (`DescribeInstanceTypes`), implemented by
+/// the `ec2` provider.
+#[async_trait]
+pub trait InstanceTypes: Send + Sync {
+    /// The limits of `instance_type`, or `None` if EC2 does not know it.
+    async fn instance_limits(&self, instance_type: &str) -> super::Result<Option<InstanceLimits>>;
+}
+
+/// Where [`resolve`] found an instance type's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `DescribeInstanceTypes`.
+    Ec2,
+    /// The embedded table (offline, or EC2 failed with the given error).
+    Table(Option<String>),
+}
+
+/// Why [`resolve`] found no limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown instance type {name:?}{}; the offline table knows: {known}", online.as_ref().map(|e| format!(" (EC2 lookup failed: {e})")).unwrap_or_default())]
+pub struct UnknownType {
+    /// The name asked for.
+    pub name: String,
+    /// Why EC2 did not answer, if it was asked.
+    pub online: Option<String>,
+    /// The table's types, comma-separated.
+    pub known: String,
+}
+
+/// The limits of `instance_type`: from EC2 when `online` is given and
+/// answers, otherwise from the embedded table.
+pub async fn resolve(
+    instance_type: &str,
+    online: Option<&dyn InstanceTypes>,
+) -> Result<(InstanceLimits, Source), UnknownType> {
+    let mut failure = None;
+    if let Some(ec2) = online {
+        match ec2.instance_limits(instance_type).await {
+            Ok(Some(l)) => return Ok((l, Source::Ec2)),
+            Ok(None) => {}
+            Err(e) => failure = Some(e.to_string()),
+        }
+    }
+    match lookup(instance_type) {
+        Some(l) => Ok((l, Source::Table(failure))),
+        None => Err(UnknownType {
+            name: instance_type.to_string(),
+            online: failure,
+            known: known_types().collect::<Vec<_>>().join(", "),
+        }),
+    }
+}
+
+/// The max-pods cap AWS applies in prefix mode: 110 below 30 vCPUs, 250
+/// from 30 up (kubelet's and EKS's guidance for pod density).
+pub fn pd_pod_cap(vcpus: u32) -> u32 {
+    if vcpus < 30 {
+        110
+    } else {
+        250
+    }
 }
 
 #[cfg(test)]
@@ -105,6 +223,134 @@ mod tests {
         assert_eq!(max_pods("c5.xlarge"), 58);
         assert_eq!(max_pods("m5.4xlarge"), 234);
         assert_eq!(max_pods("m5.24xlarge"), 737);
+    }
+
+    /// Rows of amazon-vpc-cni-k8s `misc/eni-max-pods.txt` (current revision;
+    /// P2 from an older one, H1 from the EC2 user guide's limits).
+    const PUBLISHED: &[(&str, u32)] = &[
+        ("t3.nano", 4),
+        ("t3.micro", 4),
+        ("t3.small", 11),
+        ("t3.medium", 17),
+        ("t3.large", 35),
+        ("t3.xlarge", 58),
+        ("t3.2xlarge", 58),
+        ("c5.large", 29),
+        ("c5.xlarge", 58),
+        ("c5.2xlarge", 58),
+        ("c5.4xlarge", 234),
+        ("c5.9xlarge", 234),
+        ("c5.12xlarge", 234),
+        ("c5.18xlarge", 737),
+        ("c5.24xlarge", 737),
+        ("c5.metal", 737),
+        ("m5.large", 29),
+        ("m5.xlarge", 58),
+        ("m5.2xlarge", 58),
+        ("m5.4xlarge", 234),
+        ("m5.8xlarge", 234),
+        ("m5.12xlarge", 234),
+        ("m5.16xlarge", 737),
+        ("m5.24xlarge", 737),
+        ("m5.metal", 737),
+        ("r5.large", 29),
+        ("r5.xlarge", 58),
+        ("r5.2xlarge", 58),
+        ("r5.4xlarge", 234),
+        ("r5.8xlarge", 234),
+        ("r5.12xlarge", 234),
+        ("r5.16xlarge", 737),
+        ("r5.24xlarge", 737),
+        ("r5.metal", 737),
+        ("x1.16xlarge", 234),
+        ("x1.32xlarge", 234),
+        ("x1e.xlarge", 29),
+        ("x1e.2xlarge", 58),
+        ("x1e.4xlarge", 58),
+        ("x1e.8xlarge", 58),
+        ("x1e.16xlarge", 234),
+        ("x1e.32xlarge", 234),
+        ("p3.2xlarge", 58),
+        ("p3.8xlarge", 234),
+        ("p3.16xlarge", 234),
+        ("p3dn.24xlarge", 737),
+        ("p2.xlarge", 58),
+        ("p2.8xlarge", 234),
+        ("p2.16xlarge", 234),
+        ("h1.2xlarge", 58),
+        ("h1.4xlarge", 234),
+        ("h1.8xlarge", 234),
+        ("h1.16xlarge", 737),
+        ("d2.xlarge", 58),
+        ("d2.2xlarge", 58),
+        ("d2.4xlarge", 234),
+        ("d2.8xlarge", 234),
+        ("i3.large", 29),
+        ("i3.xlarge", 58),
+        ("i3.2xlarge", 58),
+        ("i3.4xlarge", 234),
+        ("i3.8xlarge", 234),
+        ("i3.16xlarge", 737),
+        ("i3.metal", 737),
+    ];
+
+    #[test]
+    fn every_row_matches_the_published_file() {
+        assert_eq!(PUBLISHED.len(), TABLE.len(), "every row checked");
+        for (name, pods) in PUBLISHED {
+            assert_eq!(max_pods(name), *pods, "{name}");
+        }
+    }
+
+    #[test]
+    fn prefix_mode_multiplies_by_16_and_caps_by_vcpus() {
+        let pd = |t: &str| lookup(t).unwrap().max_pods_pd();
+        assert_eq!(pd("t3.nano"), 34, "2 x 1 x 16 + 2, under the cap");
+        assert_eq!(pd("t3.medium"), 110);
+        assert_eq!(pd("m5.large"), 110);
+        assert_eq!(pd("m5.8xlarge"), 250, "32 vCPUs: the higher cap");
+        assert_eq!(pd("c5.4xlarge"), 110, "16 vCPUs");
+        assert_eq!(pd("d2.8xlarge"), 250, "36 vCPUs");
+        assert_eq!(lookup("m5.large").unwrap().max_pods_for(false), 29);
+    }
+
+    struct FakeEc2(super::super::Result<Option<InstanceLimits>>);
+
+    #[async_trait]
+    impl InstanceTypes for FakeEc2 {
+        async fn instance_limits(&self, _: &str) -> super::super::Result<Option<InstanceLimits>> {
+            self.0.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn resolve_prefers_ec2_and_falls_back_to_the_table() {
+        let online = InstanceLimits {
+            name: "m7i.large".into(),
+            max_enis: 3,
+            ipv4_per_eni: 10,
+            vcpus: 2,
+        };
+        let ec2 = FakeEc2(Ok(Some(online.clone())));
+        assert_eq!(
+            resolve("m7i.large", Some(&ec2)).await,
+            Ok((online, Source::Ec2))
+        );
+        let down = FakeEc2(Err(crate::cloud::CloudError::Timeout {
+            operation: "DescribeInstanceTypes",
+        }));
+        let (l, src) = resolve("m5.large", Some(&down)).await.unwrap();
+        assert_eq!(l.max_pods(), 29);
+        assert!(matches!(src, Source::Table(Some(e)) if e.contains("timed out")));
+        let err = resolve("m7i.large", Some(&down)).await.unwrap_err();
+        assert!(
+            err.to_string().contains("m7i.large") && err.to_string().contains("timed out"),
+            "{err}"
+        );
+        assert_eq!(
+            resolve("m5.large", None).await.unwrap().1,
+            Source::Table(None)
+        );
     }
 
     #[test]
@@ -145,7 +391,7 @@ mod tests {
     #[test]
     fn known_types_are_unique_and_all_resolve() {
         let all: Vec<_> = known_types().collect();
-        assert_eq!(all.len(), 31);
+        assert_eq!(all.len(), TABLE.len());
         let mut sorted = all.clone();
         sorted.sort_unstable();
         sorted.dedup();

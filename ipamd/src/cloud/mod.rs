@@ -7,6 +7,7 @@
 //! callers must never hold a lock across them.
 
 pub mod bucket;
+pub mod budget;
 pub mod ec2;
 pub mod limits;
 pub mod sim;

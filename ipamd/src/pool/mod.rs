@@ -1,160 +1,142 @@
 //! The warm pool: keeps free addresses on the node's ENIs so ADD never waits
-//! for the cloud.
+//! for the cloud, and gives back what it does not need without thrashing.
 //!
-//! This is the simple first version: it fills towards aws-node's targets
-//! (`WARM_ENI_TARGET`, `WARM_IP_TARGET`, `MINIMUM_IP_TARGET`, `MAX_ENI`),
-//! assigning whole ENIs' worth of addresses at a time in ENI mode, and
-//! attaching ENIs up to the instance type's limit. The decision ([`plan`]) is
-//! pure; [`Pool`] executes it without holding any lock across a cloud call.
+//! Targets follow aws-node (`WARM_ENI_TARGET`, `WARM_IP_TARGET`,
+//! `MINIMUM_IP_TARGET`, `WARM_PREFIX_TARGET`, `ENABLE_PREFIX_DELEGATION`,
+//! `MAX_ENI`) or, opt-in, the adaptive model of [`adaptive`]. Decisions are
+//! pure ([`plan`]); [`Pool`] executes them without holding a lock across a
+//! cloud call. In prefix mode, a subnet without a free /28
+//! (`InsufficientCidrBlocks`) makes the pool fall back to /32s for
+//! [`PREFIX_RETRY`], after which prefixes are tried again; the /32s are the
+//! first surplus returned. Surplus goes back to EC2 only above the target
+//! plus one growth step, and only once it has lasted `release_delay`.
+//! Inventory is checked against EC2 at start and then at a jittered
+//! interval of minutes (never polled in steady state): leaked ENIs are
+//! deleted, addresses EC2 holds for us that we do not know are returned.
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod adaptive;
+pub mod plan;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
+use rand::Rng;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::alloc::{Allocator, AttachmentKey, Usage};
-use crate::cloud::{Cloud, CloudError, Eni, InstanceLimits, NodeInfo};
-use crate::config::PoolSettings;
+use crate::cloud::{Cloud, CloudError, Eni, EniId, MacAddr, NodeInfo};
+use crate::config::{PoolSettings, WarmPolicy};
 use crate::dataplane::NetlinkDataplane;
 
-/// What the pool should do next.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// Nothing: the pool meets its target or cannot grow.
-    Idle,
-    /// Assign `count` addresses to the ENI at `device_index`.
-    Assign {
-        /// The ENI's device index.
-        device_index: u32,
-        /// How many.
-        count: u32,
-    },
-    /// Attach a new ENI at `device_index`.
-    Attach {
-        /// The device index to use.
-        device_index: u32,
-    },
-}
+use self::adaptive::ArrivalModel;
+use self::plan::SurplusTimer;
+pub use self::plan::{EniState, Grow, Limits, Step, Target, PREFIX_SIZE};
 
-/// The limits the pool works within.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// ENIs this node may have (instance type, capped by `MAX_ENI`).
-    pub max_enis: u32,
-    /// Secondary addresses per ENI (the instance type's IPv4 limit − 1).
-    pub ips_per_eni: u32,
-}
+/// How long the pool stays on /32s after EC2 said the subnet has no free /28.
+pub const PREFIX_RETRY: Duration = Duration::from_secs(300);
 
-impl Limits {
-    /// From the instance type and settings.
-    pub fn new(instance: &InstanceLimits, settings: &PoolSettings) -> Self {
-        let max_enis = settings
-            .max_eni
-            .map_or(instance.max_enis, |m| m.min(instance.max_enis));
-        Self {
-            max_enis,
-            ips_per_eni: instance.ipv4_per_eni.saturating_sub(1),
-        }
-    }
+/// Below this pod arrival rate (per second) a node counts as quiet.
+pub const QUIET_RATE: f64 = 0.005;
 
-    /// The most pod addresses this node may hold.
-    pub fn capacity(&self) -> u32 {
-        self.max_enis * self.ips_per_eni
-    }
-}
-
-/// How many addresses the pool should hold for `used` pods.
-pub fn desired_total(settings: &PoolSettings, limits: &Limits, used: u32) -> u32 {
-    let want = match settings.warm_ip_target {
-        Some(warm) => used.saturating_add(warm),
-        None => used.saturating_add(settings.warm_eni_target.saturating_mul(limits.ips_per_eni)),
-    };
-    // At least one free address, so an ADD that finds the pool empty
-    // always makes it grow (WARM_IP_TARGET=0 would otherwise stall it).
-    want.max(used.saturating_add(1))
-        .max(settings.minimum_ip_target.unwrap_or(0))
-        .min(limits.capacity())
-}
-
-/// The next step towards the target, given the addresses per ENI
-/// (device index → secondary address count).
-pub fn plan(
-    settings: &PoolSettings,
-    limits: &Limits,
-    enis: &BTreeMap<u32, u32>,
-    used: u32,
-) -> Step {
-    let total: u32 = enis.values().sum();
-    let desired = desired_total(settings, limits, used);
-    if total >= desired {
-        return Step::Idle;
-    }
-    let missing = desired - total;
-    if let Some((&device_index, &have)) = enis.iter().find(|(_, &n)| n < limits.ips_per_eni) {
-        let room = limits.ips_per_eni - have;
-        // ENI mode takes a whole ENI's worth in one call (fewer EC2 calls);
-        // WARM_IP_TARGET mode takes exactly what is missing.
-        let count = if settings.warm_ip_target.is_some() {
-            missing.min(room)
-        } else {
-            room
-        };
-        return Step::Assign {
-            device_index,
-            count,
-        };
-    }
-    if (enis.len() as u32) < limits.max_enis {
-        let device_index = (0..).find(|i| !enis.contains_key(i)).unwrap_or(0);
-        return Step::Attach { device_index };
-    }
-    Step::Idle
-}
+/// How often the pool looks for surplus (a local scan, no EC2 call).
+const SURPLUS_TICK: Duration = Duration::from_secs(30);
 
 /// The route table of a secondary ENI: its device index + 1, as aws-node.
 pub fn eni_table(device_index: u32) -> Option<u32> {
     (device_index > 0).then_some(device_index + 1)
 }
 
+/// Sets up the node side of a secondary ENI (find the link by MAC, MTU, up,
+/// its route table). Blocking; the pool calls it off the runtime.
+pub trait EniLinker: Send + Sync + 'static {
+    /// Returns the link's name.
+    fn setup_eni(
+        &self,
+        mac: MacAddr,
+        table: u32,
+        gateway: Ipv4Addr,
+        mtu: u32,
+    ) -> Result<String, String>;
+}
+
+impl EniLinker for NetlinkDataplane {
+    fn setup_eni(
+        &self,
+        mac: MacAddr,
+        table: u32,
+        gateway: Ipv4Addr,
+        mtu: u32,
+    ) -> Result<String, String> {
+        NetlinkDataplane::setup_eni(self, mac, table, gateway, mtu).map_err(|e| e.to_string())
+    }
+}
+
+/// No node side at all (simulations without a kernel dataplane).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoLinks;
+
+impl EniLinker for NoLinks {
+    fn setup_eni(&self, mac: MacAddr, _: u32, _: Ipv4Addr, _: u32) -> Result<String, String> {
+        Ok(format!("eni-{mac}"))
+    }
+}
+
+/// Mutable state of the controller, behind one std mutex (never held
+/// across an `.await`).
+struct State {
+    enis: BTreeMap<u32, Eni>,
+    /// ENIs attached but whose link is not set up yet (device indexes).
+    unlinked: BTreeSet<u32>,
+    /// Why the pool last failed to grow (shown in ADD errors and status).
+    blocked: Option<String>,
+    /// In prefix mode: /32s until then (the subnet had no free /28).
+    fallback_until: Option<Instant>,
+    model: ArrivalModel,
+    surplus: SurplusTimer,
+    /// Addresses EC2 lists on our ENIs that we do not know, first seen when.
+    strangers: HashMap<Ipv4Addr, Instant>,
+    /// Detached ENIs tagged for this node, first seen when.
+    detached_seen: HashMap<EniId, Instant>,
+}
+
 /// The pool controller.
 pub struct Pool {
     cloud: Arc<dyn Cloud>,
     alloc: Arc<Allocator>,
-    dataplane: Arc<NetlinkDataplane>,
+    linker: Arc<dyn EniLinker>,
     settings: PoolSettings,
     node: NodeInfo,
     limits: Limits,
     mtu: u32,
-    enis: Mutex<BTreeMap<u32, Eni>>,
-    /// ENIs attached but whose link is not set up yet (device indexes).
-    unlinked: Mutex<BTreeSet<u32>>,
+    state: Mutex<State>,
+    waiting: AtomicU32,
     wake: Notify,
     grown: Notify,
     ready: AtomicBool,
-    /// Why the pool last failed to grow (shown in ADD errors and status).
-    blocked: Mutex<Option<String>>,
 }
 
 impl Pool {
-    /// Reads the node and its ENIs, sets up secondary ENI links, and puts
-    /// their addresses into the allocator. Does not grow the pool yet.
-    /// `held` are allocations from before a restart: their addresses are
-    /// reserved before any ENI's addresses enter the allocator, so they are
-    /// never handed to another pod.
+    /// Reads the node and its ENIs, sets up secondary ENI links, puts their
+    /// addresses into the allocator and collects leaked ENIs. Does not grow
+    /// the pool yet. `held` are allocations from before a restart: their
+    /// addresses are reserved before any ENI's addresses enter the
+    /// allocator, so they are never handed to another pod.
     pub async fn start(
         cloud: Arc<dyn Cloud>,
-        dataplane: Arc<NetlinkDataplane>,
+        linker: Arc<dyn EniLinker>,
         settings: PoolSettings,
         mtu: u32,
         held: &[(AttachmentKey, Ipv4Addr)],
     ) -> Result<Arc<Self>, CloudError> {
         let node = cloud.node().await?;
         let limits = Limits::new(&node.limits, &settings);
+        // Room for fallback /32s on top of prefixes.
         let alloc = Arc::new(Allocator::new(
-            limits.capacity() as usize,
+            (limits.capacity() + limits.ips_per_eni) as usize,
             settings.cooldown,
         ));
         for (key, addr) in held {
@@ -165,23 +147,31 @@ impl Pool {
         let pool = Arc::new(Self {
             cloud: cloud.clone(),
             alloc,
-            dataplane,
+            linker,
             settings,
             node,
             limits,
             mtu,
-            enis: Mutex::new(BTreeMap::new()),
-            unlinked: Mutex::new(BTreeSet::new()),
+            state: Mutex::new(State {
+                enis: BTreeMap::new(),
+                unlinked: BTreeSet::new(),
+                blocked: None,
+                fallback_until: None,
+                model: ArrivalModel::new(Instant::now()),
+                surplus: SurplusTimer::default(),
+                strangers: HashMap::new(),
+                detached_seen: HashMap::new(),
+            }),
+            waiting: AtomicU32::new(0),
             wake: Notify::new(),
             grown: Notify::new(),
             ready: AtomicBool::new(false),
-            blocked: Mutex::new(None),
         });
         for eni in cloud.enis().await? {
             if let Err(e) = pool.adopt(eni).await {
                 // Retried by every fill; the pool reports itself blocked.
                 tracing::warn!(error = %e, "ENI attached but not usable yet");
-                *pool.blocked.lock().expect("pool mutex poisoned") = Some(e.to_string());
+                pool.lock().blocked = Some(e.to_string());
             }
         }
         tracing::info!(
@@ -189,9 +179,15 @@ impl Pool {
             instance_type = %pool.node.limits.name,
             max_enis = pool.limits.max_enis,
             ips_per_eni = pool.limits.ips_per_eni,
+            prefix_delegation = pool.settings.prefix_delegation,
+            policy = ?pool.settings.policy,
             "pool started"
         );
         Ok(pool)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("pool mutex poisoned")
     }
 
     /// Takes an attached ENI into the pool. A secondary ENI's link is set up
@@ -200,21 +196,16 @@ impl Pool {
     /// addresses wait until [`Self::relink`] succeeds.
     async fn adopt(&self, eni: Eni) -> Result<(), CloudError> {
         let linked = self.link(&eni).await;
-        let (index, ips) = (eni.device_index, eni.secondary_ips.clone());
-        self.enis
-            .lock()
-            .expect("pool mutex poisoned")
-            .insert(index, eni);
+        let index = eni.device_index;
+        let addrs = addresses_of(&eni);
+        self.lock().enis.insert(index, eni);
         match linked {
             Ok(()) => {
-                self.grow_alloc(index, &ips);
+                self.grow_alloc(index, &addrs);
                 Ok(())
             }
             Err(e) => {
-                self.unlinked
-                    .lock()
-                    .expect("pool mutex poisoned")
-                    .insert(index);
+                self.lock().unlinked.insert(index);
                 Err(e)
             }
         }
@@ -225,12 +216,12 @@ impl Pool {
         let Some(table) = eni_table(eni.device_index) else {
             return Ok(());
         };
-        let dp = self.dataplane.clone();
+        let linker = self.linker.clone();
         let (mac, gw, mtu) = (eni.mac, eni.subnet.gateway(), self.mtu);
-        let name = tokio::task::spawn_blocking(move || dp.setup_eni(mac, table, gw, mtu))
+        let name = tokio::task::spawn_blocking(move || linker.setup_eni(mac, table, gw, mtu))
             .await
             .map_err(|e| link_error(eni, e.to_string()))?
-            .map_err(|e| link_error(eni, e.to_string()))?;
+            .map_err(|e| link_error(eni, e))?;
         tracing::info!(eni = %eni.id, link = %name, table, "secondary ENI link set up");
         Ok(())
     }
@@ -238,29 +229,14 @@ impl Pool {
     /// Retries the link set-up of ENIs whose first attempt failed; their
     /// addresses join the allocator once it succeeds.
     async fn relink(&self) -> Result<(), CloudError> {
-        let pending: Vec<u32> = self
-            .unlinked
-            .lock()
-            .expect("pool mutex poisoned")
-            .iter()
-            .copied()
-            .collect();
+        let pending: Vec<u32> = self.lock().unlinked.iter().copied().collect();
         for index in pending {
-            let Some(eni) = self
-                .enis
-                .lock()
-                .expect("pool mutex poisoned")
-                .get(&index)
-                .cloned()
-            else {
+            let Some(eni) = self.lock().enis.get(&index).cloned() else {
                 continue;
             };
             self.link(&eni).await?;
-            self.unlinked
-                .lock()
-                .expect("pool mutex poisoned")
-                .remove(&index);
-            self.grow_alloc(index, &eni.secondary_ips);
+            self.lock().unlinked.remove(&index);
+            self.grow_alloc(index, &addresses_of(&eni));
         }
         Ok(())
     }
@@ -275,6 +251,11 @@ impl Pool {
         &self.limits
     }
 
+    /// The settings in force.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
     /// Whether the first fill has finished (STATUS, "starting" answers).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
@@ -282,17 +263,19 @@ impl Pool {
 
     /// ENIs with their addresses.
     pub fn enis(&self) -> Vec<Eni> {
-        self.enis
-            .lock()
-            .expect("pool mutex poisoned")
-            .values()
-            .cloned()
-            .collect()
+        self.lock().enis.values().cloned().collect()
     }
 
     /// Why the pool cannot grow, if it cannot.
     pub fn blocked_reason(&self) -> Option<String> {
-        self.blocked.lock().expect("pool mutex poisoned").clone()
+        self.lock().blocked.clone()
+    }
+
+    /// Whether the pool is growing with /32s because the subnet had no /28.
+    pub fn in_prefix_fallback(&self) -> bool {
+        self.lock()
+            .fallback_until
+            .is_some_and(|t| Instant::now() < t)
     }
 
     /// Whether more addresses could still come (not at the limit, not blocked).
@@ -301,27 +284,34 @@ impl Pool {
             && self.blocked_reason().is_none()
     }
 
-    /// Asks the controller to re-check its target (after an allocation).
+    /// Called after each allocation: counts the arrival (adaptive policy)
+    /// and asks the controller to re-check its target.
     pub fn nudge(&self) {
+        self.lock().model.arrivals(1, Instant::now());
         self.wake.notify_one();
     }
 
-    /// Waits until the pool grows or `timeout` passes.
+    /// Waits until the pool grows or `timeout` passes. While waiting, the
+    /// caller counts as demand, so the next growth step is sized for every
+    /// waiting ADD at once.
     pub async fn wait_for_growth(&self, timeout: Duration) {
         let grown = self.grown.notified();
-        self.nudge();
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_one();
         let _ = tokio::time::timeout(timeout, grown).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// The message ADD returns when no address is left.
     pub fn exhausted_message(&self, usage: Usage) -> String {
         let mut msg = format!(
-            "no free pod address on this node: all {} addresses are in use; the node may hold at most {} ({}: {} ENIs x {} secondary IPs",
+            "no free pod address on this node: all {} addresses are in use; the node may hold at most {} ({}: {} ENIs x {} {}",
             usage.total,
             self.limits.capacity(),
             self.node.limits.name,
             self.limits.max_enis,
             self.limits.ips_per_eni,
+            if self.settings.prefix_delegation { "prefixes" } else { "secondary IPs" },
         );
         if let Some(max) = self.settings.max_eni {
             msg.push_str(&format!(", MAX_ENI={max}"));
@@ -333,57 +323,116 @@ impl Pool {
         msg
     }
 
+    /// The target for the current use. On a quiet node (under one pod
+    /// arrival per [`QUIET_RATE`]⁻¹ seconds, as the arrival model's ten-minute
+    /// memory sees it) the slack is dropped: hysteresis protects a node
+    /// with traffic from thrashing, an idle one gives its spare prefix back.
+    pub fn target(&self) -> Target {
+        let mut t = self.raw_target();
+        if self.lock().model.rate(Instant::now()) < QUIET_RATE {
+            t.slack = 0;
+        }
+        t
+    }
+
+    fn raw_target(&self) -> Target {
+        let used = self.alloc.usage().used as u32;
+        let waiting = self.waiting.load(Ordering::Acquire);
+        match self.settings.policy {
+            WarmPolicy::Fixed => plan::fixed_target(&self.settings, &self.limits, used, waiting),
+            WarmPolicy::Adaptive => {
+                let warm = self.lock().model.warm(Instant::now());
+                let demand = used.saturating_add(waiting);
+                let slack = if self.settings.prefix_delegation {
+                    PREFIX_SIZE
+                } else {
+                    (warm / 2).max(2)
+                };
+                plan::finish(
+                    &self.settings,
+                    &self.limits,
+                    demand,
+                    demand.saturating_add(warm),
+                    slack,
+                )
+            }
+        }
+    }
+
+    /// The planner's view of the ENIs.
+    fn view(&self) -> (Vec<EniState>, u32) {
+        let free = self.alloc.free_by_eni();
+        let st = self.lock();
+        let mut total = 0;
+        let enis = st
+            .enis
+            .values()
+            .map(|e| {
+                let usable = !st.unlinked.contains(&e.device_index);
+                let f: HashSet<Ipv4Addr> = free
+                    .get(&e.device_index)
+                    .map(|v| v.iter().copied().collect())
+                    .unwrap_or_default();
+                if usable {
+                    total += e.secondary_ips.len() as u32 + e.prefixes.len() as u32 * PREFIX_SIZE;
+                }
+                EniState {
+                    device_index: e.device_index,
+                    ips: e.secondary_ips.len() as u32,
+                    prefixes: e.prefixes.len() as u32,
+                    free_ips: e.secondary_ips.iter().filter(|ip| f.contains(ip)).count() as u32,
+                    free_prefixes: e
+                        .prefixes
+                        .iter()
+                        .filter(|p| p.iter().all(|ip| f.contains(&ip)))
+                        .count() as u32,
+                    usable,
+                }
+            })
+            .collect();
+        (enis, total)
+    }
+
+    fn grow_mode(&self) -> Grow {
+        if self.settings.prefix_delegation && !self.in_prefix_fallback() {
+            Grow::Prefixes
+        } else {
+            Grow::Ips
+        }
+    }
+
     /// Runs one fill pass: steps until the target is met or a step fails.
     pub async fn fill(&self) {
         if let Err(e) = self.relink().await {
             tracing::warn!(error = %e, "ENI link still not usable");
-            *self.blocked.lock().expect("pool mutex poisoned") = Some(e.to_string());
+            self.lock().blocked = Some(e.to_string());
             self.grown.notify_waiters();
             self.ready.store(true, Ordering::Release);
             return;
         }
         loop {
-            let counts: BTreeMap<u32, u32> = {
-                let unlinked = self.unlinked.lock().expect("pool mutex poisoned").clone();
-                self.enis
-                    .lock()
-                    .expect("pool mutex poisoned")
-                    .iter()
-                    // An ENI without its link takes no new addresses.
-                    .map(|(i, e)| {
-                        let n = if unlinked.contains(i) {
-                            self.limits.ips_per_eni
-                        } else {
-                            e.secondary_ips.len() as u32
-                        };
-                        (*i, n)
-                    })
-                    .collect()
+            let (enis, total) = self.view();
+            let target = self.target();
+            let Some(step) = plan::grow_step(&self.limits, &enis, total, target, self.grow_mode())
+            else {
+                break;
             };
-            let used = self.alloc.usage().used as u32;
-            let step = plan(&self.settings, &self.limits, &counts, used);
-            let result = match step {
-                Step::Idle => break,
-                Step::Assign {
-                    device_index,
-                    count,
-                } => self.assign(device_index, count).await,
-                Step::Attach { device_index } => match self.cloud.attach_eni(device_index).await {
-                    Ok(eni) => {
-                        tracing::info!(eni = %eni.id, device_index, "ENI attached");
-                        self.adopt(eni).await
-                    }
-                    Err(e) => Err(e),
-                },
-            };
+            let started = Instant::now();
+            let result = self.execute(step.clone()).await;
             match result {
                 Ok(()) => {
-                    *self.blocked.lock().expect("pool mutex poisoned") = None;
+                    self.lock().model.refill_took(started.elapsed());
+                    self.lock().blocked = None;
                     self.grown.notify_waiters();
                 }
+                Err(CloudError::NoFreeCidrBlocks { subnet }) => {
+                    // aws-node fails here (#2749, #1836); we go on with /32s.
+                    tracing::warn!(%subnet, retry_in_s = PREFIX_RETRY.as_secs(), "no free /28 in the subnet; falling back to secondary IPs");
+                    self.lock().fallback_until = Some(Instant::now() + PREFIX_RETRY);
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "pool cannot grow");
-                    *self.blocked.lock().expect("pool mutex poisoned") = Some(e.to_string());
+                    tracing::warn!(error = %e, ?step, "pool cannot grow");
+                    self.lock().blocked = Some(e.to_string());
                     self.grown.notify_waiters();
                     break;
                 }
@@ -392,28 +441,152 @@ impl Pool {
         self.ready.store(true, Ordering::Release);
     }
 
-    async fn assign(&self, device_index: u32, count: u32) -> Result<(), CloudError> {
-        let id = match self
-            .enis
-            .lock()
-            .expect("pool mutex poisoned")
-            .get(&device_index)
-        {
-            Some(e) => e.id.clone(),
-            None => return Ok(()),
+    /// Returns surplus if it has lasted `release_delay`; one step per call.
+    /// Returns whether it gave anything back.
+    pub async fn shrink(&self) -> bool {
+        let (enis, total) = self.view();
+        let target = self.target();
+        let step = plan::shrink_step(&enis, total, target);
+        let due = self.lock().surplus.observe(
+            step.is_some(),
+            Instant::now(),
+            self.settings.release_delay,
+        );
+        let Some(step) = step.filter(|_| due) else {
+            return false;
         };
-        let ips: Vec<Ipv4Addr> = self.cloud.assign_ips(&id, count).await?;
-        tracing::info!(eni = %id, count = ips.len(), "addresses assigned");
-        if let Some(eni) = self
-            .enis
-            .lock()
-            .expect("pool mutex poisoned")
-            .get_mut(&device_index)
-        {
-            eni.secondary_ips.extend_from_slice(&ips);
+        match self.execute(step.clone()).await {
+            Ok(()) => {
+                tracing::info!(?step, "surplus returned");
+                self.lock().surplus.reset();
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?step, "surplus not returned");
+                false
+            }
         }
-        self.grow_alloc(device_index, &ips);
-        Ok(())
+    }
+
+    async fn execute(&self, step: Step) -> Result<(), CloudError> {
+        match step {
+            Step::Idle => Ok(()),
+            Step::Assign {
+                device_index,
+                count,
+            } => {
+                let Some(id) = self.eni_id(device_index) else {
+                    return Ok(());
+                };
+                let ips = self.cloud.assign_ips(&id, count).await?;
+                tracing::info!(eni = %id, count = ips.len(), "addresses assigned");
+                if let Some(e) = self.lock().enis.get_mut(&device_index) {
+                    e.secondary_ips.extend_from_slice(&ips);
+                }
+                self.grow_alloc(device_index, &ips);
+                Ok(())
+            }
+            Step::AssignPrefixes {
+                device_index,
+                count,
+            } => {
+                let Some(id) = self.eni_id(device_index) else {
+                    return Ok(());
+                };
+                let prefixes = self.cloud.assign_prefixes(&id, count).await?;
+                tracing::info!(eni = %id, prefixes = ?prefixes, "prefixes assigned");
+                if let Some(e) = self.lock().enis.get_mut(&device_index) {
+                    e.prefixes.extend_from_slice(&prefixes);
+                }
+                let addrs: Vec<Ipv4Addr> = prefixes.iter().flat_map(|p| p.iter()).collect();
+                self.grow_alloc(device_index, &addrs);
+                Ok(())
+            }
+            Step::Attach { device_index } => {
+                let eni = self.cloud.attach_eni(device_index).await?;
+                tracing::info!(eni = %eni.id, device_index, "ENI attached");
+                self.adopt(eni).await
+            }
+            Step::Release {
+                device_index,
+                count,
+            } => {
+                let Some(eni) = self.lock().enis.get(&device_index).cloned() else {
+                    return Ok(());
+                };
+                let free: HashSet<Ipv4Addr> = self
+                    .alloc
+                    .free_by_eni()
+                    .remove(&device_index)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                let pick: Vec<Ipv4Addr> = eni
+                    .secondary_ips
+                    .iter()
+                    .rev()
+                    .filter(|ip| free.contains(ip))
+                    .take(count as usize)
+                    .copied()
+                    .collect();
+                let removed = self.alloc.shrink(&pick);
+                if removed.is_empty() {
+                    return Ok(());
+                }
+                if let Err(e) = self.cloud.unassign_ips(&eni.id, &removed).await {
+                    self.grow_alloc(device_index, &removed);
+                    return Err(e);
+                }
+                if let Some(e) = self.lock().enis.get_mut(&device_index) {
+                    e.secondary_ips.retain(|ip| !removed.contains(ip));
+                }
+                Ok(())
+            }
+            Step::ReleasePrefix { device_index } => {
+                let Some(eni) = self.lock().enis.get(&device_index).cloned() else {
+                    return Ok(());
+                };
+                for prefix in eni.prefixes.iter().rev() {
+                    let addrs: Vec<Ipv4Addr> = prefix.iter().collect();
+                    let removed = self.alloc.shrink(&addrs);
+                    if removed.len() != addrs.len() {
+                        // A pod took one meanwhile: put the rest back.
+                        self.grow_alloc(device_index, &removed);
+                        continue;
+                    }
+                    if let Err(e) = self.cloud.unassign_prefixes(&eni.id, &[*prefix]).await {
+                        self.grow_alloc(device_index, &removed);
+                        return Err(e);
+                    }
+                    if let Some(e) = self.lock().enis.get_mut(&device_index) {
+                        e.prefixes.retain(|p| p != prefix);
+                    }
+                    return Ok(());
+                }
+                Ok(())
+            }
+            Step::DeleteEni { device_index } => {
+                let Some(eni) = self.lock().enis.get(&device_index).cloned() else {
+                    return Ok(());
+                };
+                let addrs = addresses_of(&eni);
+                let removed = self.alloc.shrink(&addrs);
+                if removed.len() != addrs.len() {
+                    self.grow_alloc(device_index, &removed);
+                    return Ok(());
+                }
+                if let Err(e) = self.cloud.detach_and_delete_eni(&eni.id).await {
+                    self.grow_alloc(device_index, &removed);
+                    return Err(e);
+                }
+                self.lock().enis.remove(&device_index);
+                Ok(())
+            }
+        }
+    }
+
+    fn eni_id(&self, device_index: u32) -> Option<EniId> {
+        self.lock().enis.get(&device_index).map(|e| e.id.clone())
     }
 
     fn grow_alloc(&self, device_index: u32, ips: &[Ipv4Addr]) {
@@ -429,29 +602,160 @@ impl Pool {
         &self.alloc
     }
 
-    /// The controller loop: fill now, then whenever nudged, and every
-    /// `resync` (a blocked pool retries then: a subnet may have freed up).
+    /// Deletes detached ENIs tagged for this node once they are older than
+    /// the grace period (by their creation tag, or since we first saw them).
+    pub async fn collect_leaks(&self) {
+        let detached = match self.cloud.detached_enis().await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list detached ENIs");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let grace = self.settings.leak_grace;
+        let due: Vec<EniId> = {
+            let mut st = self.lock();
+            st.detached_seen
+                .retain(|id, _| detached.iter().any(|d| &d.id == id));
+            detached
+                .iter()
+                .filter(|d| {
+                    let seen = *st.detached_seen.entry(d.id.clone()).or_insert(now);
+                    let old_by_tag = d
+                        .created_at
+                        .and_then(|c| SystemTime::now().duration_since(c).ok())
+                        .is_some_and(|age| age >= grace);
+                    old_by_tag || now.duration_since(seen) >= grace
+                })
+                .map(|d| d.id.clone())
+                .collect()
+        };
+        for id in due {
+            match self.cloud.delete_eni(&id).await {
+                Ok(()) => {
+                    tracing::info!(eni = %id, "leaked ENI deleted");
+                    self.lock().detached_seen.remove(&id);
+                }
+                Err(e) => tracing::warn!(eni = %id, error = %e, "leaked ENI not deleted"),
+            }
+        }
+    }
+
+    /// Compares the books with EC2 (one Describe): addresses EC2 holds on
+    /// our ENIs that we do not know are returned once they have stayed
+    /// unknown for the cooldown; then collects leaked ENIs.
+    pub async fn reconcile(&self) {
+        let cloud = match self.cloud.enis().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconcile: could not list ENIs");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let mut due: Vec<(EniId, Vec<Ipv4Addr>)> = Vec::new();
+        {
+            let mut st = self.lock();
+            let mut seen = HashSet::new();
+            for ce in &cloud {
+                let Some(local) = st.enis.get(&ce.device_index).filter(|l| l.id == ce.id) else {
+                    continue;
+                };
+                let known: HashSet<Ipv4Addr> = local.secondary_ips.iter().copied().collect();
+                let strangers: Vec<Ipv4Addr> = ce
+                    .secondary_ips
+                    .iter()
+                    .filter(|ip| !known.contains(ip))
+                    .copied()
+                    .collect();
+                let mut ripe = Vec::new();
+                for ip in strangers {
+                    seen.insert(ip);
+                    let first = *st.strangers.entry(ip).or_insert(now);
+                    if now.duration_since(first) >= self.settings.cooldown {
+                        ripe.push(ip);
+                    }
+                }
+                if !ripe.is_empty() {
+                    due.push((ce.id.clone(), ripe));
+                }
+            }
+            st.strangers.retain(|ip, _| seen.contains(ip));
+        }
+        for (eni, ips) in due {
+            match self.cloud.unassign_ips(&eni, &ips).await {
+                Ok(()) => {
+                    tracing::info!(eni = %eni, ips = ?ips, "addresses unknown locally returned");
+                    let mut st = self.lock();
+                    for ip in &ips {
+                        st.strangers.remove(ip);
+                    }
+                }
+                Err(e) => tracing::warn!(eni = %eni, error = %e, "unknown addresses not returned"),
+            }
+        }
+        self.collect_leaks().await;
+    }
+
+    /// The controller loop: fill now, then whenever nudged; look for surplus
+    /// every [`SURPLUS_TICK`]; reconcile with EC2 every
+    /// `reconcile_interval` ± 20 % (jittered so a fleet started together
+    /// does not describe in lock-step). A blocked pool retries after
+    /// `resync`, not on every ADD's nudge: otherwise each pod would cost one
+    /// more failing cloud call.
     pub async fn run(self: Arc<Self>, resync: Duration) {
-        // A blocked pool (subnet full, limit, throttled) is retried once per
-        // `resync`, not on every ADD's nudge: otherwise each pod would cost
-        // one more failing cloud call.
-        let mut retry_at: Option<tokio::time::Instant> = None;
+        let mut retry_at: Option<Instant> = None;
+        let mut next_reconcile = Instant::now() + jittered(self.settings.reconcile_interval);
+        let mut next_surplus = Instant::now() + SURPLUS_TICK;
+        let mut leaks_checked = false;
         loop {
-            let now = tokio::time::Instant::now();
+            let now = Instant::now();
             if retry_at.is_some_and(|t| now >= t) {
-                *self.blocked.lock().expect("pool mutex poisoned") = None;
+                self.lock().blocked = None;
                 retry_at = None;
             }
             if self.blocked_reason().is_none() {
                 self.fill().await;
                 if self.blocked_reason().is_some() {
-                    retry_at = Some(tokio::time::Instant::now() + resync);
+                    retry_at = Some(Instant::now() + resync);
                 }
             }
-            let wait = retry_at.map_or(resync, |t| t.saturating_duration_since(now));
-            let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+            if !leaks_checked {
+                // Once at start, after the first fill: leaked ENIs never
+                // delay the first pods.
+                self.collect_leaks().await;
+                leaks_checked = true;
+            }
+            let now = Instant::now();
+            if now >= next_surplus {
+                while self.shrink().await {}
+                next_surplus = now + SURPLUS_TICK;
+            }
+            if now >= next_reconcile {
+                self.reconcile().await;
+                next_reconcile = now + jittered(self.settings.reconcile_interval);
+            }
+            let mut until = next_surplus.min(next_reconcile);
+            if let Some(t) = retry_at {
+                until = until.min(t);
+            }
+            let _ = tokio::time::timeout_at(until, self.wake.notified()).await;
         }
     }
+}
+
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+/// Every pod address an ENI holds: its /32s and all of its prefixes'.
+fn addresses_of(eni: &Eni) -> Vec<Ipv4Addr> {
+    eni.secondary_ips
+        .iter()
+        .copied()
+        .chain(eni.prefixes.iter().flat_map(|p| p.iter()))
+        .collect()
 }
 
 fn link_error(eni: &Eni, message: String) -> CloudError {
@@ -462,98 +766,4 @@ fn link_error(eni: &Eni, message: String) -> CloudError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> PoolSettings {
-        PoolSettings {
-            warm_eni_target: 1,
-            warm_ip_target: None,
-            minimum_ip_target: None,
-            max_eni: None,
-            cooldown: Duration::from_secs(30),
-        }
-    }
-
-    fn m5_large() -> Limits {
-        Limits {
-            max_enis: 3,
-            ips_per_eni: 9,
-        }
-    }
-
-    #[test]
-    fn cold_node_fills_its_primary_eni_at_once() {
-        let enis = BTreeMap::from([(0, 0)]);
-        assert_eq!(
-            plan(&settings(), &m5_large(), &enis, 0),
-            Step::Assign {
-                device_index: 0,
-                count: 9
-            }
-        );
-    }
-
-    #[test]
-    fn full_eni_with_pods_attaches_the_next() {
-        let enis = BTreeMap::from([(0, 9)]);
-        assert_eq!(plan(&settings(), &m5_large(), &enis, 0), Step::Idle);
-        assert_eq!(
-            plan(&settings(), &m5_large(), &enis, 3),
-            Step::Attach { device_index: 1 }
-        );
-    }
-
-    #[test]
-    fn warm_ip_target_takes_exactly_what_is_missing() {
-        let s = PoolSettings {
-            warm_ip_target: Some(2),
-            ..settings()
-        };
-        let enis = BTreeMap::from([(0, 1)]);
-        assert_eq!(
-            plan(&s, &m5_large(), &enis, 1),
-            Step::Assign {
-                device_index: 0,
-                count: 2
-            }
-        );
-    }
-
-    #[test]
-    fn never_beyond_max_eni_or_capacity() {
-        let s = PoolSettings {
-            max_eni: Some(1),
-            ..settings()
-        };
-        let l = Limits::new(
-            &InstanceLimits {
-                name: "t3.medium".into(),
-                max_enis: 3,
-                ipv4_per_eni: 6,
-                vcpus: 2,
-            },
-            &s,
-        );
-        assert_eq!(l.capacity(), 5);
-        let enis = BTreeMap::from([(0, 5)]);
-        assert_eq!(plan(&s, &l, &enis, 5), Step::Idle);
-        assert_eq!(desired_total(&s, &l, 5), 5);
-    }
-
-    #[test]
-    fn minimum_ip_target_is_a_floor() {
-        let s = PoolSettings {
-            warm_ip_target: Some(1),
-            minimum_ip_target: Some(12),
-            ..settings()
-        };
-        assert_eq!(desired_total(&s, &m5_large(), 0), 12);
-    }
-
-    #[test]
-    fn secondary_enis_get_their_own_table() {
-        assert_eq!(eni_table(0), None);
-        assert_eq!(eni_table(1), Some(2));
-    }
-}
+mod tests;

@@ -136,7 +136,8 @@ pub struct SimVpc {
     // A std mutex, not tokio's: critical sections are short bookkeeping and
     // never span an `.await` (the simulated latency is slept outside).
     state: Mutex<VpcState>,
-    gate: Mutex<Gate>,
+    /// The account's API behaviour, shared by every VPC of the account.
+    gate: Arc<Mutex<Gate>>,
 }
 
 #[derive(Debug)]
@@ -186,8 +187,21 @@ impl SimVpc {
                 enis_created: 0,
                 detached: BTreeMap::new(),
             }),
-            gate: Mutex::new(Gate::new(behaviour)),
+            gate: Arc::new(Mutex::new(Gate::new(behaviour))),
         })
+    }
+
+    /// Another VPC (with its own subnet) in the same account: it shares this
+    /// one's buckets, latencies, injected faults and counters. A fleet
+    /// larger than one /16 subnet spreads over several of these.
+    pub fn sibling(
+        &self,
+        vpc_cidr: Ipv4Network,
+        subnet_cidr: Ipv4Network,
+    ) -> std::result::Result<SimVpc, SimError> {
+        let mut vpc = Self::new(vpc_cidr, subnet_cidr)?;
+        vpc.gate = self.gate.clone();
+        Ok(vpc)
     }
 
     /// The VPC's id, `vpc-` and 17 hex digits.
@@ -1313,5 +1327,229 @@ mod tests {
             matches!(err, SimError::PrimaryEni(CloudError::SubnetFull { .. })),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn prefixes_are_aligned_28s_and_share_the_slot_limit() {
+        let cloud = sim("t3.medium", "10.0.0.0/24").await;
+        let eni = primary(&cloud).await;
+        let free = cloud.vpc().free_addresses();
+        let p = cloud.assign_prefixes(&eni.id, 2).await.unwrap();
+        assert_eq!(p, vec![net("10.0.0.16/28"), net("10.0.0.32/28")]);
+        assert_eq!(cloud.vpc().free_addresses(), free - 32);
+        cloud.assign_ips(&eni.id, 2).await.unwrap();
+        // t3.medium: 5 slots per ENI; 2 prefixes + 2 addresses leave one.
+        assert!(matches!(
+            cloud.assign_prefixes(&eni.id, 2).await,
+            Err(CloudError::IpLimit { limit: 6, .. })
+        ));
+        assert_eq!(cloud.assign_prefixes(&eni.id, 1).await.unwrap().len(), 1);
+        assert_eq!(primary(&cloud).await.prefixes.len(), 3);
+        cloud.unassign_prefixes(&eni.id, &p[..1]).await.unwrap();
+        assert!(!cloud.vpc().is_used(ip("10.0.0.20")));
+        assert!(matches!(
+            cloud.unassign_prefixes(&eni.id, &p[..1]).await,
+            Err(CloudError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn fragmented_subnet_has_addresses_but_no_blocks() {
+        let cloud = sim("m5.large", "10.0.0.0/24").await;
+        let eni = primary(&cloud).await;
+        assert_eq!(
+            cloud.vpc().fragment(),
+            14,
+            "16 blocks, first and last not whole"
+        );
+        let free = cloud.vpc().free_addresses();
+        assert!(free > 200, "{free}");
+        assert_eq!(
+            cloud.assign_prefixes(&eni.id, 1).await,
+            Err(CloudError::NoFreeCidrBlocks {
+                subnet: eni.subnet.id.clone()
+            })
+        );
+        assert_eq!(cloud.vpc().free_addresses(), free, "nothing taken");
+        // Single addresses still come: the fallback aws-node lacks.
+        assert_eq!(cloud.assign_ips(&eni.id, 3).await.unwrap().len(), 3);
+        // One block whole again: prefixes work again.
+        assert!(cloud.vpc().vacate(ip("10.0.0.167")));
+        assert_eq!(
+            cloud.assign_prefixes(&eni.id, 1).await.unwrap(),
+            vec![net("10.0.0.160/28")]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn account_buckets_throttle_with_request_limit_exceeded() {
+        let vpc = Arc::new(SimVpc::new(net("10.0.0.0/16"), net("10.0.0.0/16")).unwrap());
+        let a = SimCloud::in_vpc(vpc.clone(), "m5.24xlarge", Arc::new(NoFabric))
+            .await
+            .unwrap();
+        let b = SimCloud::in_vpc(vpc.clone(), "m5.24xlarge", Arc::new(NoFabric))
+            .await
+            .unwrap();
+        let (ea, eb) = (primary(&a).await, primary(&b).await);
+        // 100 Assign tokens for the whole account, shared by both nodes.
+        for i in 0..100 {
+            let (c, e) = if i % 2 == 0 { (&a, &ea) } else { (&b, &eb) };
+            let r = c.assign_ips(&e.id, 1).await;
+            if i < 98 {
+                r.unwrap();
+            } else {
+                // Each ENI holds at most 49; the calls still cost tokens.
+                assert!(matches!(r, Err(CloudError::IpLimit { .. })), "{r:?}");
+            }
+        }
+        let eni1 = a.attach_eni(1).await.unwrap();
+        assert_eq!(
+            a.assign_ips(&eni1.id, 1).await,
+            Err(CloudError::Throttled {
+                operation: "AssignPrivateIpAddresses"
+            })
+        );
+        // Other actions have buckets of their own.
+        a.unassign_ips(&ea.id, &ea.secondary_ips)
+            .await
+            .unwrap_or(());
+        // 5 tokens a second.
+        tokio::time::advance(Duration::from_millis(200)).await;
+        a.assign_ips(&eni1.id, 1).await.unwrap();
+        assert!(a.assign_ips(&eni1.id, 1).await.is_err());
+        let stats = vpc.stats();
+        assert_eq!(stats.of(Action::Assign).calls, 103);
+        assert_eq!(stats.of(Action::Assign).throttled, 2);
+        assert_eq!(stats.of(Action::Create).calls, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn injected_faults_change_nothing_and_take_their_time() {
+        let vpc = Arc::new(
+            SimVpc::with_behaviour(
+                net("10.0.0.0/16"),
+                net("10.0.0.0/20"),
+                Behaviour {
+                    latencies: Latencies::ec2(),
+                    faults: FaultRates {
+                        timeout_after: Duration::from_secs(7),
+                        ..FaultRates::default()
+                    },
+                    ..Behaviour::default()
+                },
+            )
+            .unwrap(),
+        );
+        let cloud = SimCloud::in_vpc(vpc.clone(), "m5.large", Arc::new(NoFabric))
+            .await
+            .unwrap();
+        let eni = primary(&cloud).await;
+        let free = vpc.free_addresses();
+        vpc.inject(Action::Assign, Fault::ServerError);
+        vpc.inject(Action::Assign, Fault::Timeout);
+        let t = Instant::now();
+        assert!(matches!(
+            cloud.assign_ips(&eni.id, 2).await,
+            Err(CloudError::Api { .. })
+        ));
+        assert_eq!(t.elapsed(), Latencies::ec2().reject);
+        let t = Instant::now();
+        assert_eq!(
+            cloud.assign_ips(&eni.id, 2).await,
+            Err(CloudError::Timeout {
+                operation: "AssignPrivateIpAddresses"
+            })
+        );
+        assert_eq!(t.elapsed(), Duration::from_secs(7));
+        assert_eq!(vpc.free_addresses(), free);
+        let t = Instant::now();
+        let ips = cloud.assign_ips(&eni.id, 2).await.unwrap();
+        assert_eq!(t.elapsed(), Duration::from_millis(500), "an Assign ≈ 0.5 s");
+        // IMDS lags by a second.
+        assert!(cloud.enis().await.unwrap()[0].secondary_ips.is_empty());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(cloud.enis().await.unwrap()[0].secondary_ips, ips);
+        // A new ENI is usable only seconds after Attach answers.
+        let t = Instant::now();
+        cloud.attach_eni(1).await.unwrap();
+        assert_eq!(t.elapsed(), Duration::from_secs(6));
+        assert_eq!(vpc.stats().of(Action::Assign).failed, 2);
+    }
+
+    #[tokio::test]
+    async fn detach_delete_and_leaks() {
+        let cloud = sim("m5.large", "10.0.0.0/24").await;
+        let free = cloud.vpc().free_addresses();
+        let eni = cloud.attach_eni(1).await.unwrap();
+        cloud.assign_prefixes(&eni.id, 1).await.unwrap();
+        cloud.assign_ips(&eni.id, 1).await.unwrap();
+        cloud.detach_and_delete_eni(&eni.id).await.unwrap();
+        assert_eq!(cloud.vpc().free_addresses(), free, "everything returned");
+        assert_eq!(cloud.enis().await.unwrap().len(), 1);
+        let p = primary(&cloud).await;
+        assert!(matches!(
+            cloud.detach_and_delete_eni(&p.id).await,
+            Err(CloudError::Rejected { .. })
+        ));
+
+        let leaked = cloud.leak_eni().unwrap();
+        let other = SimCloud::in_vpc(cloud.vpc().clone(), "m5.large", Arc::new(NoFabric))
+            .await
+            .unwrap();
+        other.leak_eni().unwrap();
+        let mine = cloud.detached_enis().await.unwrap();
+        assert_eq!(mine.len(), 1, "only this node's");
+        assert_eq!(mine[0].id, leaked);
+        assert!(mine[0].created_at.is_some());
+        cloud.delete_eni(&leaked).await.unwrap();
+        assert!(cloud.detached_enis().await.unwrap().is_empty());
+        assert!(matches!(
+            cloud.delete_eni(&p.id).await,
+            Err(CloudError::Rejected { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn failed_attach_deletes_the_created_eni_or_leaks_it() {
+        let cloud = sim("t3.medium", "10.0.0.0/24").await;
+        let free = cloud.vpc().free_addresses();
+        cloud.vpc().inject(Action::Attach, Fault::Throttle);
+        assert!(matches!(
+            cloud.attach_eni(1).await,
+            Err(CloudError::Throttled { .. })
+        ));
+        assert_eq!(cloud.vpc().free_addresses(), free);
+        cloud.vpc().inject(Action::Attach, Fault::ServerError);
+        cloud.vpc().inject(Action::Delete, Fault::ServerError);
+        assert!(cloud.attach_eni(1).await.is_err());
+        assert_eq!(cloud.detached_enis().await.unwrap().len(), 1, "leaked");
+    }
+
+    #[tokio::test]
+    async fn sibling_vpcs_share_the_account() {
+        let a = SimVpc::new(net("10.0.0.0/16"), net("10.0.0.0/16")).unwrap();
+        let b = a.sibling(net("10.1.0.0/16"), net("10.1.0.0/16")).unwrap();
+        let na = SimCloud::in_vpc(Arc::new(a), "m5.large", Arc::new(NoFabric))
+            .await
+            .unwrap();
+        let nb = SimCloud::in_vpc(Arc::new(b), "m5.large", Arc::new(NoFabric))
+            .await
+            .unwrap();
+        na.enis().await.unwrap();
+        nb.enis().await.unwrap();
+        assert_eq!(na.vpc().stats().of(Action::Describe).calls, 2);
+        assert_eq!(primary(&nb).await.primary_ip, ip("10.1.0.4"));
+    }
+
+    #[tokio::test]
+    async fn node_reports_its_primary_eni() {
+        let cloud = sim("m5.large", "10.0.0.0/24").await;
+        let p = primary(&cloud).await;
+        let n = cloud.node().await.unwrap();
+        assert_eq!(n.primary_ip, p.primary_ip);
+        assert_eq!(n.primary_mac, p.mac);
+        assert_eq!(n.subnet, p.subnet);
+        assert_eq!(n.security_groups.len(), 1);
+        assert!(is_ec2_id(&n.security_groups[0], "sg-"));
     }
 }
