@@ -264,3 +264,112 @@ fn excluded_cidrs_keep_the_pod_address() {
     )]);
     assert_eq!(seen, pod);
 }
+
+#[test]
+#[ignore = "privileged: needs root and CAP_NET_ADMIN"]
+fn scale_down_returns_addresses_after_cooldown() {
+    let (moto, vpc) = setup();
+    let n = Ec2Node::start(
+        &moto,
+        &vpc,
+        "m5.large",
+        None,
+        &[
+            ("WARM_IP_TARGET", "1"),
+            ("WARM_ENI_TARGET", "0"),
+            ("IP_COOLDOWN_PERIOD", "0"),
+            ("VPC_CNI_RELEASE_DELAY_S", "0"),
+        ],
+    );
+    let pods = pods_past_the_primary(&n, &moto, "down");
+    let held = |n: &Ec2Node| -> usize { n.enis(&moto).iter().map(|e| e.secondary.len()).sum() };
+    let peak = held(&n);
+    assert!(
+        peak >= pods.len(),
+        "{peak} addresses for {} pods",
+        pods.len()
+    );
+    for p in &pods[1..] {
+        n.node.del_pod(&p.spec);
+    }
+    // The pool's surplus scan runs every 30 s; give it two rounds.
+    assert!(
+        wait_until(Duration::from_secs(75), || held(&n) <= 3),
+        "surplus never returned: {} addresses still held in EC2 for 1 pod\n{}",
+        held(&n),
+        n.node.log()
+    );
+    assert!(
+        ping(n.node.netns().name(), pods[0].ip),
+        "the remaining pod lost its address"
+    );
+    let still: Vec<Ipv4Addr> = n
+        .enis(&moto)
+        .iter()
+        .flat_map(|e| e.secondary.clone())
+        .collect();
+    assert!(
+        still.contains(&pods[0].ip),
+        "{} was returned while in use",
+        pods[0].ip
+    );
+}
+
+#[test]
+#[ignore = "privileged: needs root and CAP_NET_ADMIN"]
+fn leaked_detached_eni_is_collected_and_others_are_kept() {
+    let (moto, vpc) = setup();
+    let (instance_id, primary) = vpc.run_instance(&moto, "m5.large");
+    let create = |instance: &str, created_at: &str| -> String {
+        let xml = moto.call(
+            "CreateNetworkInterface",
+            &[
+                ("SubnetId", vpc.subnet_id.clone()),
+                (
+                    "TagSpecification.1.ResourceType",
+                    "network-interface".into(),
+                ),
+                (
+                    "TagSpecification.1.Tag.1.Key",
+                    "cluster.k8s.amazonaws.com/name".into(),
+                ),
+                ("TagSpecification.1.Tag.1.Value", CLUSTER.into()),
+                (
+                    "TagSpecification.1.Tag.2.Key",
+                    "node.k8s.amazonaws.com/instance_id".into(),
+                ),
+                ("TagSpecification.1.Tag.2.Value", instance.into()),
+                (
+                    "TagSpecification.1.Tag.3.Key",
+                    "node.k8s.amazonaws.com/createdAt".into(),
+                ),
+                ("TagSpecification.1.Tag.3.Value", created_at.into()),
+            ],
+        );
+        vpc_cni_e2e::moto::first_text(&xml, "networkInterfaceId").expect("ENI id")
+    };
+    // Ours and old (a crash between create and attach, an hour ago).
+    let leaked = create(&instance_id, "2020-01-01T00:00:00Z");
+    // Ours but within the grace period (an attach may be under way).
+    let fresh = create(&instance_id, "2099-01-01T00:00:00Z");
+    // Another node's.
+    let foreign = create("i-0123456789abcdef0", "2020-01-01T00:00:00Z");
+    assert_eq!(
+        moto.eni(&leaked).map(|e| e.status),
+        Some("available".into())
+    );
+    let n = Ec2Node::start_instance(&moto, &vpc, instance_id, primary, "m5.large", None, &[]);
+    assert!(
+        wait_until(Duration::from_secs(20), || moto.eni(&leaked).is_none()),
+        "the leaked ENI was not collected\n{}",
+        n.node.log()
+    );
+    assert!(
+        moto.eni(&fresh).is_some(),
+        "an ENI inside its grace period was deleted"
+    );
+    assert!(
+        moto.eni(&foreign).is_some(),
+        "another node's ENI was deleted"
+    );
+}
