@@ -194,7 +194,7 @@ impl Ec2Cloud {
         self.limits
             .get_or_try_init(|| async {
                 let name = &self.identity.instance_type;
-                match self.describe_instance_type(name).await {
+                match describe_instance_type(&self.client, name).await {
                     Ok(l) => Ok(l),
                     Err(e) => match limits::lookup(name) {
                         Some(l) => {
@@ -207,47 +207,6 @@ impl Ec2Cloud {
             })
             .await
             .cloned()
-    }
-
-    async fn describe_instance_type(&self, name: &str) -> Result<InstanceLimits> {
-        const OP: &str = "DescribeInstanceTypes";
-        let out = self
-            .client
-            .describe_instance_types()
-            .instance_types(InstanceType::from(name))
-            .send()
-            .await
-            .map_err(|e| errors::map(OP, e, &Context::default()))?;
-        let info = out
-            .instance_types()
-            .first()
-            .ok_or_else(|| CloudError::NotFound {
-                what: format!("instance type {name}"),
-            })?;
-        let net = info.network_info();
-        let field = |v: Option<i32>, what: &str| {
-            v.and_then(|v| u32::try_from(v).ok())
-                .filter(|v| *v > 0)
-                .ok_or_else(|| CloudError::Api {
-                    operation: OP,
-                    message: format!("{name}: no {what}"),
-                })
-        };
-        Ok(InstanceLimits {
-            name: name.to_string(),
-            max_enis: field(
-                net.and_then(|n| n.maximum_network_interfaces()),
-                "ENI limit",
-            )?,
-            ipv4_per_eni: field(
-                net.and_then(|n| n.ipv4_addresses_per_interface()),
-                "IPv4 limit",
-            )?,
-            vcpus: field(
-                info.v_cpu_info().and_then(|v| v.default_v_cpus()),
-                "vCPU count",
-            )?,
-        })
     }
 
     async fn subnet(&self, id: &str) -> Result<Subnet> {
@@ -364,6 +323,79 @@ impl Ec2Cloud {
         self.known.lock().expect("known poisoned").remove(eni);
         tracing::info!(eni = %eni, "ENI deleted");
         Ok(())
+    }
+}
+
+/// The limits of `name` from `DescribeInstanceTypes`.
+async fn describe_instance_type(client: &Client, name: &str) -> Result<InstanceLimits> {
+    const OP: &str = "DescribeInstanceTypes";
+    let out = client
+        .describe_instance_types()
+        .instance_types(InstanceType::from(name))
+        .send()
+        .await
+        .map_err(|e| errors::map(OP, e, &Context::default()))?;
+    let info = out
+        .instance_types()
+        .first()
+        .ok_or_else(|| CloudError::NotFound {
+            what: format!("instance type {name}"),
+        })?;
+    let net = info.network_info();
+    let field = |v: Option<i32>, what: &str| {
+        v.and_then(|v| u32::try_from(v).ok())
+            .filter(|v| *v > 0)
+            .ok_or_else(|| CloudError::Api {
+                operation: OP,
+                message: format!("{name}: no {what}"),
+            })
+    };
+    Ok(InstanceLimits {
+        name: name.to_string(),
+        max_enis: field(
+            net.and_then(|n| n.maximum_network_interfaces()),
+            "ENI limit",
+        )?,
+        ipv4_per_eni: field(
+            net.and_then(|n| n.ipv4_addresses_per_interface()),
+            "IPv4 limit",
+        )?,
+        vcpus: field(
+            info.v_cpu_info().and_then(|v| v.default_v_cpus()),
+            "vCPU count",
+        )?,
+    })
+}
+
+/// `DescribeInstanceTypes` alone, for `ipamd max-pods` (no IMDS, no node):
+/// region and credentials from the SDK's standard settings, one attempt
+/// with a short deadline so an offline machine falls back to the table fast.
+#[derive(Debug, Default)]
+pub struct OnlineInstanceTypes;
+
+#[async_trait]
+impl limits::InstanceTypes for OnlineInstanceTypes {
+    async fn instance_limits(&self, instance_type: &str) -> Result<Option<InstanceLimits>> {
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(Duration::from_secs(5))
+                    .connect_timeout(Duration::from_secs(2))
+                    .build(),
+            )
+            .load()
+            .await;
+        match describe_instance_type(&Client::new(&sdk), instance_type).await {
+            Ok(l) => Ok(Some(l)),
+            Err(CloudError::NotFound { .. }) => Ok(None),
+            Err(CloudError::Rejected { message, .. })
+                if message.contains("InvalidInstanceType") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
