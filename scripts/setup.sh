@@ -48,3 +48,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     echo "setup: installing cargo-nextest"
     cargo install --locked cargo-nextest >/dev/null
 fi
+
+# Real container runtimes (containerd, podman) and their offline images, for
+# the runtime end-to-end tests; also protoc, which their CRI client's build needs.
+"$(dirname "$0")/setup-runtimes.sh"

@@ -28,6 +28,8 @@
 //! assert!(ping(node.netns().name(), pod.ip));
 //! ```
 
+pub mod runtimes;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
