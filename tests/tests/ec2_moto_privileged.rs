@@ -373,3 +373,47 @@ fn leaked_detached_eni_is_collected_and_others_are_kept() {
         "another node's ENI was deleted"
     );
 }
+
+#[test]
+#[ignore = "privileged: needs root and CAP_NET_ADMIN"]
+fn an_unreachable_metadata_service_stops_start_up_with_a_clear_message() {
+    // A fresh namespace: its loopback is up and nothing listens there.
+    let ns = vpc_cni_e2e::Netns::new();
+    ns.ip(&["link", "set", "lo", "up"]);
+    let dir = vpc_cni_e2e::TempDir::new();
+    let out = std::process::Command::new("timeout")
+        .args(["120", "ip", "netns", "exec", ns.name()])
+        .arg(vpc_cni_e2e::bin_path("ipamd"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("VPC_CNI_CLOUD", "ec2")
+        .env("VPC_CNI_SOCKET", dir.path().join("ipamd.sock"))
+        .env("VPC_CNI_STATE_DIR", dir.path().join("state"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL_EC2", "http://127.0.0.1:9")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("HOME", "/nonexistent")
+        .output()
+        .expect("run ipamd serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("instance metadata"), "{stderr}");
+    assert!(
+        stderr.contains("instance-id"),
+        "the message names what it asked: {stderr}"
+    );
+    assert!(
+        !dir.path().join("ipamd.sock").exists(),
+        "the socket is removed"
+    );
+    let tables = ns.exec(&["nft", "list", "tables"]);
+    assert!(
+        String::from_utf8_lossy(&tables.stdout).trim().is_empty(),
+        "nothing programmed"
+    );
+}
