@@ -44,6 +44,25 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 # -----------------------------------------------------------------------------
 
+# --- manifests/ and charts/ checks (tests/tests/manifests.rs) ---------------
+# Offline tools in a virtualenv of their own: kubernetes-validate bundles the
+# Kubernetes OpenAPI schemas (no download at run time), helm-python-sdk binds
+# Helm's own Go engine to render the chart (Helm is not packaged in Debian).
+k8s_venv=${VPC_CNI_TEST_VENV:-/opt/vpc-cni-test/venv}
+k8s_tools=(kubernetes-validate==1.37.0 helm-python-sdk==0.2.2)
+if ! "$k8s_venv/bin/python" -c 'import kubernetes_validate, helm_python' 2>/dev/null; then
+    if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed"; then
+        echo "setup: installing python3-venv"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    fi
+    echo "setup: installing ${k8s_tools[*]} into $k8s_venv"
+    rm -rf "$k8s_venv"
+    /usr/bin/python3 -m venv "$k8s_venv"
+    "$k8s_venv/bin/pip" install --quiet --disable-pip-version-check "${k8s_tools[@]}"
+fi
+# --- end of manifests/ and charts/ checks -----------------------------------
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "setup: installing cargo-nextest"
     cargo install --locked cargo-nextest >/dev/null

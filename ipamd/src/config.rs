@@ -58,7 +58,7 @@ pub struct PoolSettings {
     /// `VPC_CNI_RELEASE_DELAY_S` (default 300): how long a surplus must last
     /// before it is returned to EC2 (the hysteresis in time).
     pub release_delay: Duration,
-    /// `VPC_CNI_RECONCILE_INTERVAL_S` (default 900): mean interval of the
+    /// `VPC_CNI_RECONCILE_INTERVAL_S` (default 3600): mean interval of the
     /// jittered inventory check (DescribeNetworkInterfaces, leak collection).
     pub reconcile_interval: Duration,
     /// `VPC_CNI_LEAK_GRACE_S` (default 600): age beyond which a detached
@@ -89,7 +89,7 @@ impl Default for PoolSettings {
             warm_prefix_target: None,
             policy: WarmPolicy::Fixed,
             release_delay: Duration::from_secs(300),
-            reconcile_interval: Duration::from_secs(900),
+            reconcile_interval: Duration::from_secs(3600),
             leak_grace: Duration::from_secs(600),
         }
     }
@@ -121,6 +121,12 @@ pub struct Config {
     pub snat: crate::dataplane::snat::SnatSettings,
     /// `VPC_CNI_LOG_LEVEL` (default `info`), or `RUST_LOG` for a full filter.
     pub log_filter: String,
+    /// `VPC_CNI_DURABILITY` (`sync`, the default: ADD answers once its
+    /// allocation is on disk; `async`: at once).
+    pub durability: crate::store::Durability,
+    /// `VPC_CNI_AWS_NODE_CHECKPOINT` (default `/var/run/aws-node/ipam.json`):
+    /// aws-node's checkpoint, read when ours is absent.
+    pub aws_node_checkpoint: PathBuf,
 }
 
 /// An invalid setting.
@@ -233,6 +239,16 @@ impl Config {
             .map_err(|(var, value, reason)| err(&var, &value, &reason))?;
         let snat = crate::dataplane::snat::SnatSettings::from_vars(get)
             .map_err(|(var, value, reason)| err(&var, &value, &reason))?;
+        let durability = match get("VPC_CNI_DURABILITY") {
+            None => crate::store::Durability::Sync,
+            Some(v) => crate::store::Durability::parse(v)
+                .ok_or_else(|| err("VPC_CNI_DURABILITY", v, "expected `sync` or `async`"))?,
+        };
+        let aws_node_checkpoint = abs_path(
+            &env,
+            "VPC_CNI_AWS_NODE_CHECKPOINT",
+            "/var/run/aws-node/ipam.json",
+        )?;
         Ok(Config {
             socket,
             state_dir,
@@ -245,6 +261,8 @@ impl Config {
             snat,
             veth_reap_delay,
             log_filter,
+            durability,
+            aws_node_checkpoint,
         })
     }
 
@@ -398,6 +416,8 @@ mod tests {
             ("VPC_CNI_LEAK_GRACE_S", "soon"),
             ("VPC_CNI_SIM_SUBNET_CIDR", "192.168.0.0/24"),
             ("VPC_CNI_LOG_LEVEL", "loud"),
+            ("VPC_CNI_DURABILITY", "maybe"),
+            ("VPC_CNI_AWS_NODE_CHECKPOINT", "ipam.json"),
         ] {
             let e = Config::from_vars(vars(&[(var, value)])).unwrap_err();
             assert_eq!(e.var, var);

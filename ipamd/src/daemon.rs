@@ -4,22 +4,19 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::alloc::AttachmentKey;
 use crate::cloud::ec2::Ec2Cloud;
-use crate::cloud::sim::{SimCloud, SimConfig, VethFabric};
+use crate::cloud::sim::{PersistentSim, SimConfig, VethFabric};
 use crate::cloud::Cloud;
 use crate::config::{CloudKind, Config};
 use crate::dataplane::NetlinkDataplane;
 use crate::metrics::Metrics;
-use crate::pod::{PodRecord, PodService};
+use crate::pod::PodService;
 use crate::pool::Pool;
 use crate::server::{self, ServiceSlot};
 use crate::store::Store;
 
 /// How often a blocked pool retries and the pool re-checks its targets.
 const POOL_RESYNC: Duration = Duration::from_secs(30);
-/// Coalescing window of checkpoint writes.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +36,9 @@ pub enum StartError {
     /// SNAT of traffic leaving the VPC.
     #[error("snat: {0}")]
     Snat(#[from] crate::dataplane::snat::SnatError),
+    /// Reconcile could not look at the node.
+    #[error(transparent)]
+    Reconcile(#[from] crate::reconcile::ReconcileError),
     /// Enabling IPv4 forwarding in the node namespace.
     #[error("enabling net.ipv4.ip_forward: {0}")]
     Forwarding(std::io::Error),
@@ -76,13 +76,22 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 
 async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
     // Pods reach each other and the VPC through the node: it must route.
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1").map_err(StartError::Forwarding)?;
-    let store = Store::open(&config.state_dir)?;
+    // Read first: in the DaemonSet /proc/sys is read-only and the init
+    // container (`ipamd install-cni`) has already set it.
+    crate::sysctl::ensure(
+        std::path::Path::new(crate::sysctl::PROC_SYS),
+        "net/ipv4/ip_forward",
+        "1",
+    )
+    .map_err(StartError::Forwarding)?;
+    let store = Store::open(&config.state_dir, config.durability)?;
     let dataplane = Arc::new(NetlinkDataplane::new()?);
     let cloud: Arc<dyn Cloud> = match config.cloud {
         CloudKind::Sim => {
             let fabric = VethFabric::new().map_err(|e| StartError::Cloud(e.to_string()))?;
-            let sim = SimCloud::new(
+            // The simulated instance outlives ipamd, as an EC2 instance does.
+            let sim = PersistentSim::open(
+                &config.state_dir,
                 SimConfig {
                     instance_type: config.sim.instance_type.clone(),
                     vpc_cidr: config.sim.vpc_cidr,
@@ -108,32 +117,45 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Cloud(e.to_string()))?;
     dataplane.setup_snat(&config.snat, &node.vpc_cidrs, node.primary_ip)?;
-    let restored: Vec<PodRecord> = store.load().unwrap_or_default();
-    let held: Vec<(AttachmentKey, std::net::Ipv4Addr)> = restored
-        .iter()
-        .map(|r| (AttachmentKey::new(&r.container_id, &r.ifname), r.addr))
-        .collect();
-    let pool = Pool::start(cloud, dataplane.clone(), config.pool, config.mtu, &held)
-        .await
-        .map_err(|e| StartError::Cloud(e.to_string()))?;
+    let plan = crate::reconcile::prepare(
+        &store,
+        &dataplane,
+        cloud.as_ref(),
+        &config.aws_node_checkpoint,
+        config.mtu,
+    )
+    .await?;
+    let pool = Pool::start(
+        cloud,
+        dataplane.clone(),
+        config.pool,
+        config.mtu,
+        &plan.held(),
+    )
+    .await
+    .map_err(|e| StartError::Cloud(e.to_string()))?;
     let alloc = pool.alloc().clone();
     pool.fill().await;
     let metrics = Arc::new(Metrics::default());
     let service = Arc::new(PodService::new(
         alloc.clone(),
         pool.clone(),
-        dataplane,
+        dataplane.clone(),
         store.clone(),
         metrics,
         config.mtu,
         config.veth_reap_delay,
     ));
-    if !restored.is_empty() {
-        service.restore(restored);
+    // After the fill, so released addresses that joined the pool rest
+    // in its cooldown.
+    tokio::task::block_in_place(|| {
+        crate::reconcile::apply(&plan, &dataplane, &alloc, config.pool.cooldown)
+    });
+    if !plan.keep.is_empty() {
+        service.restore(plan.keep.clone());
         pool.nudge();
     }
-    let for_store = service.clone();
-    tokio::spawn(store.run(CHECKPOINT_EVERY, move || for_store.records()));
+    store.start(plan.keep)?;
     tokio::spawn(pool.clone().run(POOL_RESYNC));
     let usage = alloc.usage();
     tracing::info!(addresses = usage.total, blocked = ?pool.blocked_reason(), "ready");

@@ -15,10 +15,14 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod demo;
+pub mod install_cni;
+pub mod known_env;
 pub mod metrics;
 pub mod pod;
 pub mod pool;
+pub mod reconcile;
 pub mod server;
 pub mod store;
+pub mod sysctl;
 
 pub use daemon::serve;

@@ -13,6 +13,7 @@ commands:
   status [--json]            show the pool and pods of the running daemon
   max-pods --instance-type T show how many pods an instance type can hold
   demo                       build a throwaway node on the simulated cloud and wire pods (root)
+  install-cni                install the vpc-cni plugin and its conflist on the node (init container)
 ";
 
 fn main() -> ExitCode {
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
         Some("status") => status(args.iter().any(|a| a == "--json")),
         Some("max-pods") => max_pods(&args[1..]),
         Some("demo") => ipamd::demo::main(&args[1..]),
+        Some("install-cni") => ipamd::install_cni::main(&args[1..], std::env::vars()),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS

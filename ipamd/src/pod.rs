@@ -23,7 +23,7 @@ use crate::dataplane::netns::NetnsError;
 use crate::dataplane::{naming, DataplaneError, NetlinkDataplane, PodNet, Wired, POD_GATEWAY};
 use crate::metrics::Metrics;
 use crate::pool::{eni_table, Pool};
-use crate::store::Store;
+use crate::store::{Record, Store};
 
 /// How long an ADD that found the pool empty waits for it to grow.
 const GROWTH_WAIT: Duration = Duration::from_secs(5);
@@ -68,6 +68,7 @@ impl PodRecord {
             addr: self.addr,
             mtu: self.mtu,
             eni_table: eni_table(self.eni_index),
+            alias: None,
         }
     }
 }
@@ -86,7 +87,7 @@ pub struct PodService {
     alloc: Arc<Allocator>,
     pool: Arc<Pool>,
     dataplane: Arc<NetlinkDataplane>,
-    store: Arc<Store>,
+    store: Arc<Store<PodRecord>>,
     metrics: Arc<Metrics>,
     mtu: u32,
     reap_delay: Duration,
@@ -115,7 +116,7 @@ impl PodService {
         alloc: Arc<Allocator>,
         pool: Arc<Pool>,
         dataplane: Arc<NetlinkDataplane>,
-        store: Arc<Store>,
+        store: Arc<Store<PodRecord>>,
         metrics: Arc<Metrics>,
         mtu: u32,
         reap_delay: Duration,
@@ -214,6 +215,13 @@ impl PodService {
             addr: lease.addr,
             mtu,
             eni_table: eni_table(lease.eni_index),
+            alias: crate::reconcile::alias_for(
+                &req.container_id,
+                &req.ifname,
+                &req.netns,
+                lease.eni_index,
+                mtu,
+            ),
         };
         let wired =
             blocking(|| self.dataplane.add_pod(&pod)).map_err(|e| dataplane_error(e, "ADD"))?;
@@ -234,11 +242,39 @@ impl PodService {
                 .map_or(0, |d| d.as_secs()),
             result: Arc::new(result.clone()),
         };
-        tracing::info!(ip = %lease.addr, host_veth = %pod.host_ifname, eni_index = lease.eni_index, "pod added");
+        // Queued before the entry is Ready and the rollback disarmed, so
+        // the journal orders it after any DEL that freed this address.
+        let commit = self.store.put(record.clone());
         self.entries().insert(key.clone(), Entry::Ready(record));
         rollback.armed = false;
-        self.store.changed();
+        // ADD answers only once its allocation is durable (group commit:
+        // concurrent ADDs share the fsync).
+        if let Err(e) = commit.durable().await {
+            tracing::error!(error = %e, "allocation not durable; undoing the ADD");
+            self.undo_add(&key);
+            return Err(CniError::new(
+                code::INTERNAL,
+                format!("ADD not recorded: {e}"),
+            ));
+        }
+        tracing::info!(ip = %lease.addr, host_veth = %pod.host_ifname, eni_index = lease.eni_index, "pod added");
         Ok(result)
+    }
+
+    /// Unwires and forgets an ADD whose allocation could not be made
+    /// durable: answering success for it would break the promise that a
+    /// successful ADD survives a crash.
+    fn undo_add(&self, key: &AttachmentKey) {
+        let Ok(Some(rec)) = self.begin_delete(key) else {
+            return;
+        };
+        let (addr, table, index) = (rec.addr, eni_table(rec.eni_index), rec.host_ifindex);
+        let name = rec.host_ifname.clone();
+        let unwired = blocking(|| {
+            self.dataplane.del_pod(addr, table, index)?;
+            self.dataplane.reap_link(index, &name)
+        });
+        let _ = self.finish_delete(key, rec, unwired.is_ok());
     }
 
     /// An address for `key`. When the pool is empty but can still grow, waits
@@ -301,8 +337,16 @@ impl PodService {
             record.host_ifindex,
         );
         let unwired = blocking(|| self.dataplane.del_pod(addr, table, index));
-        self.finish_delete(&key, record.clone(), unwired.is_ok());
+        let commit = self.finish_delete(&key, record.clone(), unwired.is_ok());
         unwired.map_err(|e| dataplane_error(e, "DEL"))?;
+        // DEL answers once the release is durable: a crash after it must
+        // not bring back an allocation the runtime was told is gone.
+        if let Some(commit) = commit {
+            commit
+                .durable()
+                .await
+                .map_err(|e| CniError::new(code::INTERNAL, format!("DEL not recorded: {e}")))?;
+        }
         self.schedule_reap(record.host_ifindex, record.host_ifname.clone());
         tracing::info!(ip = %addr, "pod deleted");
         Ok(())
@@ -333,16 +377,25 @@ impl PodService {
     /// Ends what [`Self::begin_delete`] started: forgets the attachment and
     /// frees its address under the same lock (so no ADD of the same key sees
     /// one without the other), or puts it back if unwiring failed.
-    fn finish_delete(&self, key: &AttachmentKey, record: PodRecord, unwired: bool) {
+    /// The release is queued to the journal before the address goes back
+    /// to the allocator, so an ADD that gets the address next is journaled
+    /// after it.
+    fn finish_delete(
+        &self,
+        key: &AttachmentKey,
+        record: PodRecord,
+        unwired: bool,
+    ) -> Option<crate::store::Commit> {
         let mut entries = self.entries();
         if unwired {
+            let commit = self.store.del(record.key());
             entries.remove(key);
             self.alloc.release(key);
+            Some(commit)
         } else {
             entries.insert(key.clone(), Entry::Ready(record));
+            None
         }
-        drop(entries);
-        self.store.changed();
     }
 
     fn schedule_reap(&self, index: u32, name: String) {
@@ -420,7 +473,13 @@ impl PodService {
         let stale: Vec<AttachmentKey> = self
             .entries()
             .iter()
-            .filter(|(k, e)| matches!(e, Entry::Ready(_)) && !valid.contains(*k))
+            .filter(|(k, e)| {
+                matches!(e, Entry::Ready(_))
+                    && !valid.contains(*k)
+                    && !k
+                        .container_id
+                        .starts_with(crate::reconcile::UNKNOWN_OWNER_PREFIX)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         let mut failures = Vec::new();
@@ -438,7 +497,11 @@ impl PodService {
                 self.dataplane.reap_link(index, &name)
             });
             let ok = unwired.is_ok();
-            self.finish_delete(key, rec, ok);
+            if let Some(commit) = self.finish_delete(key, rec, ok) {
+                if let Err(e) = commit.durable().await {
+                    failures.push(format!("{}: {e}", key.container_id));
+                }
+            }
             match unwired {
                 Ok(_) => {
                     tracing::info!(container_id = %key.container_id, ip = %addr, "GC released stale attachment")
@@ -457,12 +520,10 @@ impl PodService {
         }
     }
 
-    /// Takes back the attachments of the last checkpoint after a restart:
-    /// their addresses were reserved in the allocator before the pool was
-    /// filled, so they are never handed to another pod, and DEL, CHECK and a
-    /// repeated ADD of those pods work as before the restart. (Comparing
-    /// them with the kernel and the runtime is the crash-safety work that
-    /// builds on this.)
+    /// Takes back the attachments reconcile kept after a restart (see
+    /// `crate::reconcile`): their addresses were reserved in the allocator
+    /// before the pool was filled, so they are never handed to another pod,
+    /// and DEL, CHECK and a repeated ADD of those pods work as before.
     pub fn restore(&self, records: Vec<PodRecord>) {
         let mut entries = self.entries();
         for rec in records {
@@ -475,7 +536,7 @@ impl PodService {
             }
             entries.insert(key, Entry::Ready(rec));
         }
-        tracing::info!(pods = entries.len(), "pods restored from the checkpoint");
+        tracing::info!(pods = entries.len(), "pods restored");
     }
 
     /// Every wired attachment.
@@ -507,6 +568,7 @@ impl PodService {
                     "id": e.id.0, "deviceIndex": e.device_index, "mac": e.mac.to_string(),
                     "subnet": e.subnet.cidr.to_string(), "primaryIp": e.primary_ip.to_string(),
                     "secondaryIps": e.secondary_ips.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "prefixes": e.prefixes.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -518,6 +580,7 @@ impl PodService {
                 "cooldownSeconds": self.alloc.cooldown().as_secs(),
                 "cooldownBypassed": self.alloc.cooldown_bypassed(),
                 "blocked": self.pool.blocked_reason(),
+                "prefixFallback": self.pool.in_prefix_fallback(),
             },
             "enis": enis,
             "pods": self.records(),
@@ -618,7 +681,8 @@ fn dataplane_error(e: DataplaneError, what: &str) -> CniError {
     }
 }
 
-fn add_result(pod: &PodNet, wired: &Wired) -> Value {
+/// The CNI result of an ADD that wired `pod` (also rebuilt by reconcile).
+pub(crate) fn add_result(pod: &PodNet, wired: &Wired) -> Value {
     let result = AddResult {
         cni_version: CURRENT_VERSION.to_string(),
         interfaces: vec![
@@ -688,6 +752,7 @@ mod tests {
             addr: Ipv4Addr::new(10, 0, 0, 7),
             mtu: 9001,
             eni_table: None,
+            alias: None,
         };
         let wired = Wired {
             host_ifindex: 5,

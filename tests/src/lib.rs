@@ -554,6 +554,11 @@ impl Node {
             .env("VPC_CNI_CLOUD", "sim")
             .env("VPC_CNI_SOCKET", &self.socket)
             .env("VPC_CNI_STATE_DIR", self.dir.path().join("state"))
+            // Never the machine's own aws-node checkpoint.
+            .env(
+                "VPC_CNI_AWS_NODE_CHECKPOINT",
+                self.dir.path().join("aws-node-ipam.json"),
+            )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log_file)
@@ -570,6 +575,22 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.child = Some(self.spawn_daemon());
+        self.wait_ready();
+    }
+
+    /// Kills the daemon with SIGKILL and reaps it, leaving it down.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again (after [`Node::crash`]) with the same
+    /// settings and state, and waits until it is ready.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart after crash only");
         self.child = Some(self.spawn_daemon());
         self.wait_ready();
     }
@@ -1009,4 +1030,59 @@ pub fn assert_nothing_allocated(node: &Node) {
         Vec::<Value>::new(),
         "no pod rule may exist"
     );
+}
+
+/// Everything in the node's state directory (snapshot and journal), as
+/// text: what a crash right now would leave.
+pub fn state_text(node: &Node) -> String {
+    let mut out = String::new();
+    if let Ok(rd) = std::fs::read_dir(node.dir().join("state")) {
+        let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths {
+            out.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The allocations the node's checkpoint holds right now (snapshot plus
+/// journal, a torn last line ignored), as container id → address: what a
+/// restart would read back.
+pub fn checkpoint_allocations(node: &Node) -> BTreeMap<String, String> {
+    let dir = node.dir().join("state");
+    let mut out = BTreeMap::new();
+    let snapshot: Value = std::fs::read(dir.join("checkpoint.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let record = |r: &Value| {
+        (
+            r["containerId"].as_str().unwrap_or("").to_string(),
+            r["addr"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    for r in snapshot["allocations"].as_array().into_iter().flatten() {
+        let (k, v) = record(r);
+        out.insert(k, v);
+    }
+    let generation = snapshot["generation"].as_u64().unwrap_or(0);
+    let journal = std::fs::read(dir.join(format!("journal-{generation}.log"))).unwrap_or_default();
+    for line in journal.split(|&b| b == b'\n') {
+        let Ok(entry) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        match entry["op"].as_str() {
+            Some("put") => {
+                let (k, v) = record(&entry["record"]);
+                out.insert(k, v);
+            }
+            Some("del") => {
+                out.remove(entry["key"]["containerId"].as_str().unwrap_or(""));
+            }
+            _ => {}
+        }
+    }
+    out
 }

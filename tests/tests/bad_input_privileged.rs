@@ -129,6 +129,7 @@ fn a_non_root_client_is_refused_even_when_the_socket_is_open_to_all() {
     std::fs::set_permissions(node.socket(), std::fs::Permissions::from_mode(0o666))
         .expect("chmod the socket");
     let pod = PodSpec::new("sneaky");
+    let state_before = vpc_cni_e2e::state_text(&node);
     for command in ["ADD", "DEL", "CHECK"] {
         let out = node
             .plugin(command)
@@ -145,6 +146,11 @@ fn a_non_root_client_is_refused_even_when_the_socket_is_open_to_all() {
     }
     assert_nothing_allocated(&node);
     assert_pod_untouched(&pod.netns);
+    assert_eq!(
+        vpc_cni_e2e::state_text(&node),
+        state_before,
+        "a refused client must not change the checkpoint"
+    );
 }
 
 /// The kernel refuses part of the wiring (the pod already has an `eth0`):

@@ -23,6 +23,10 @@ options:
   --quick          small counts for a smoke run; results go to bench/results/quick/
                    and bench/RESULTS.md is left alone
   --bin-dir DIR    where vpc-cni and ipamd are (default: this executable's directory)
+  --durability M   ipamd's VPC_CNI_DURABILITY: `sync` (ADD answers once its allocation
+                   is on disk) or `async`; results go to bench/results/durability-M/
+                   and bench/RESULTS.md is left alone (its durability section
+                   compares the two runs)
   -h, --help       this text
 ";
 
@@ -49,6 +53,8 @@ pub struct Options {
     pub out_dir: PathBuf,
     /// Whether to rewrite the pod-churn section of `bench/RESULTS.md`.
     pub update_results_md: bool,
+    /// `VPC_CNI_DURABILITY` for ipamd (`None`: its default, `sync`).
+    pub durability: Option<String>,
 }
 
 /// The outcome of parsing.
@@ -85,6 +91,7 @@ impl Options {
                 bin_dir,
                 out_dir: results.join("quick"),
                 update_results_md: false,
+                durability: None,
             }
         } else {
             Options {
@@ -98,6 +105,7 @@ impl Options {
                 bin_dir,
                 out_dir: results,
                 update_results_md: true,
+                durability: None,
             }
         })
     }
@@ -123,6 +131,19 @@ impl Options {
                 "--churn-pods" => o.churn_pods = count(arg, &value()?)?,
                 "--workers" => o.workers = count(arg, &value()?)?,
                 "--bin-dir" => o.bin_dir = PathBuf::from(value()?),
+                "--durability" => {
+                    let mode = value()?;
+                    if mode != "sync" && mode != "async" {
+                        return Err(
+                            format!("--durability takes sync or async, got {mode:?}").into()
+                        );
+                    }
+                    o.out_dir = bench_dir()
+                        .join("results")
+                        .join(format!("durability-{mode}"));
+                    o.update_results_md = false;
+                    o.durability = Some(mode);
+                }
                 other => return Err(format!("unknown argument {other:?}").into()),
             }
         }
@@ -194,6 +215,10 @@ mod tests {
         assert!(parse(&["--pods", "800"]).is_err());
         assert!(parse(&["--workers", "9", "--churn-pods", "4"]).is_err());
         assert!(parse(&["--frobnicate"]).is_err());
+        assert!(parse(&["--durability", "maybe"]).is_err());
+        let d = run(&["--durability", "async"]);
+        assert_eq!(d.durability.as_deref(), Some("async"));
+        assert!(!d.update_results_md && d.out_dir.ends_with("results/durability-async"));
         assert!(matches!(parse(&["--help"]).unwrap(), Parsed::Help));
     }
 }

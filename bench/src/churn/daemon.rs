@@ -59,7 +59,12 @@ impl Daemon {
     /// `dir`, sized to keep `pods` + headroom addresses. The daemon gets a
     /// process group of its own so a terminal's Ctrl-C reaches only the
     /// harness, which then stops it in order.
-    pub fn start(bin_dir: &Path, dir: &Path, pods: usize) -> Result<Self> {
+    pub fn start(
+        bin_dir: &Path,
+        dir: &Path,
+        pods: usize,
+        durability: Option<&str>,
+    ) -> Result<Self> {
         let socket = dir.join("ipamd.sock");
         let log = dir.join("ipamd.log");
         let out = File::create(&log)?;
@@ -73,10 +78,15 @@ impl Daemon {
             .env("VPC_CNI_CLOUD", "sim")
             .env("VPC_CNI_SOCKET", &socket)
             .env("VPC_CNI_STATE_DIR", dir.join("state"))
+            .env(
+                "VPC_CNI_AWS_NODE_CHECKPOINT",
+                dir.join("aws-node-ipam.json"),
+            )
             .env("VPC_CNI_SIM_INSTANCE_TYPE", INSTANCE_TYPE)
             .env("VPC_CNI_SIM_SUBNET_CIDR", SUBNET)
             .env("MINIMUM_IP_TARGET", (pods + POOL_HEADROOM).to_string())
             .env("VPC_CNI_VETH_REAP_DELAY_MS", VETH_REAP_DELAY_MS)
+            .env("VPC_CNI_DURABILITY", durability.unwrap_or("sync"))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

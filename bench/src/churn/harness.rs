@@ -47,8 +47,13 @@ impl Harness {
     }
 
     /// Starts ipamd (stopped when the harness drops).
-    pub fn start_daemon(&mut self, bin_dir: &Path, pods: usize) -> Result<&mut Daemon> {
-        let daemon = Daemon::start(bin_dir, &self.dir, pods)?;
+    pub fn start_daemon(
+        &mut self,
+        bin_dir: &Path,
+        pods: usize,
+        durability: Option<&str>,
+    ) -> Result<&mut Daemon> {
+        let daemon = Daemon::start(bin_dir, &self.dir, pods, durability)?;
         Ok(self.daemon.insert(daemon))
     }
 

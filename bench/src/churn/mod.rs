@@ -109,7 +109,7 @@ fn measure(harness: &mut Harness, o: &Options) -> Result<Measured> {
         pool + daemon::POOL_HEADROOM
     );
     let started = Instant::now();
-    let daemon = harness.start_daemon(&o.bin_dir, pool)?;
+    let daemon = harness.start_daemon(&o.bin_dir, pool, o.durability.as_deref())?;
     daemon.wait_for_pool(pool)?;
     let socket = daemon.socket().to_path_buf();
     eprintln!(

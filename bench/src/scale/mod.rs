@@ -21,7 +21,7 @@ use self::node::{Node, Policy};
 const NODES_PER_SUBNET: usize = 1000;
 /// Nodes started per second (their start-up Describes stay under the
 /// account's 20/s describe refill).
-const START_RATE: f64 = 8.0;
+const START_RATE: f64 = 6.0;
 /// Pods each node scales out to.
 pub const PODS: usize = 30;
 
@@ -56,6 +56,19 @@ impl Calls {
     /// All throttled answers.
     pub fn throttled(&self) -> u64 {
         self.by_action.iter().map(|c| c.2).sum()
+    }
+
+    /// Calls of one action that were not throttled.
+    pub fn accepted(&self, action: Action) -> u64 {
+        self.by_action
+            .iter()
+            .find(|c| c.0 == action)
+            .map_or(0, |c| c.1 - c.2)
+    }
+
+    /// Calls that change EC2 state (everything but Describe).
+    pub fn mutating(&self) -> u64 {
+        self.total() - self.of(Action::Describe)
     }
 
     /// Calls of one action.

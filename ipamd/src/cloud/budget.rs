@@ -267,7 +267,9 @@ impl Budget {
                 }
                 b.wait_time(now)
             };
-            tokio::time::sleep(wait).await;
+            // tokio's timers tick in milliseconds: a shorter sleep may end
+            // without the clock moving, and the bucket would never refill.
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
         }
     }
 

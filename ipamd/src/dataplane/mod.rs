@@ -76,6 +76,10 @@ pub struct PodNet {
     /// Route table of the secondary ENI the address belongs to; `None` for
     /// the primary ENI, whose traffic uses the main table.
     pub eni_table: Option<u32>,
+    /// Alias set on the host veth (`ip link set … alias`): who owns the
+    /// attachment, so a restart can rebuild it from the kernel alone (see
+    /// `crate::reconcile::kernel`). `None`: left unset.
+    pub alias: Option<String>,
 }
 
 /// What ADD created, as reported in the CNI result.
@@ -153,6 +157,14 @@ impl NetlinkDataplane {
                 }
             };
             let mut host: Vec<Req> = bring_up(host_ifindex, pod.mtu, &pod.host_ifname).into();
+            if let Some(alias) = &pod.alias {
+                // In the same batch: one more message, no more round trips.
+                host.push(Req::new(
+                    msg::set_alias(host_ifindex, alias),
+                    Create::No,
+                    format!("set {} alias", pod.host_ifname),
+                ));
+            }
             host.extend([
                 Req::new(
                     msg::new_link_route(pod.addr, 32, host_ifindex, msg::MAIN_TABLE),
@@ -306,6 +318,32 @@ impl NetlinkDataplane {
             )?;
             Ok(true)
         })
+    }
+
+    /// A dump in the node namespace (`ip link`, `ip route`, ...), for
+    /// reconcile at start-up.
+    pub fn dump_node(
+        &self,
+        msg: RouteNetlinkMessage,
+        op: &str,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.with_node_socket(|node| Ok(node.dump(msg, op)?))
+    }
+
+    /// The MAC of `ifname` inside the namespace at `netns` (`None` if it has
+    /// no such link), for rebuilding a pod's ADD result at start-up.
+    pub fn pod_link_mac(&self, netns: &str, ifname: &str) -> Result<Option<MacAddr>> {
+        let target = netns::open(netns)?;
+        let mut podsock = netns::socket_in(&target, &self.home, netns)?;
+        match podsock.get(msg::get_link_by_name(ifname), "get link") {
+            Ok(RouteNetlinkMessage::NewLink(l)) => Ok(msg::link_name_mac(&l)
+                .1
+                .and_then(|m| <[u8; 6]>::try_from(m).ok())
+                .map(MacAddr)),
+            Ok(_) => Ok(None),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// CNI CHECK: the pod's interface, address and routes, and the host

@@ -116,6 +116,15 @@ pub fn del_link(index: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::DelLink(msg)
 }
 
+/// `ip link set <index> alias <alias>`.
+pub fn set_alias(index: u32, alias: &str) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes
+        .push(LinkAttribute::IfAlias(alias.to_string()));
+    RouteNetlinkMessage::SetLink(msg)
+}
+
 /// `ip link set <index> mtu <mtu> up`.
 pub fn set_link_up(index: u32, mtu: u32) -> RouteNetlinkMessage {
     let mut msg = LinkMessage::default();

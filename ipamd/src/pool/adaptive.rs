@@ -12,7 +12,15 @@
 //!   (τ = 10 min), which remembers that this node has bursts and decays to
 //!   almost nothing after an idle half hour.
 //! - T̂ is an exponentially weighted mean (α = 0.3) of measured refill times,
-//!   starting from 1 s (an Assign is ≈ 0.5 s).
+//!   starting from 1 s (an Assign is ≈ 0.5 s), each sample clipped at 10 s:
+//!   a longer refill means the account is throttling, and every node
+//!   holding more because of it would deepen the throttling.
+//!
+//! While the account is throttling (in the last minute a refill took over
+//! twice T̂ and over 2 s — the budget's retries turn throttling into delay —
+//! or failed with `RequestLimitExceeded`), the pool grows for
+//! waiting pods only and leaves the warm margin for later: speculative calls
+//! from every node are what keeps a congested account congested.
 //!
 //! An idle node therefore holds almost nothing beyond the policy floor (one
 //! prefix in prefix mode, one address otherwise), a busy one holds what its
@@ -27,6 +35,9 @@ const FAST: f64 = 10.0;
 const SLOW: f64 = 600.0;
 const SAFETY: f64 = 2.0;
 const ALPHA: f64 = 0.3;
+/// The longest refill the model believes: EC2's own worst case (a new ENI
+/// usable "up to 10 s" after Attach).
+pub const MAX_REFILL: Duration = Duration::from_secs(10);
 
 /// Arrival rate and refill latency as observed on this node.
 #[derive(Debug, Clone)]
@@ -64,8 +75,11 @@ impl ArrivalModel {
         self.slow += f64::from(n) / SLOW;
     }
 
-    /// A refill took `d`.
+    /// A refill took `d`. Samples are clipped at [`MAX_REFILL`]: longer
+    /// ones are throttling, an account-wide condition that more warm
+    /// addresses on every node would only make worse.
     pub fn refill_took(&mut self, d: Duration) {
+        let d = d.min(MAX_REFILL);
         self.refill = self.refill.mul_f64(1.0 - ALPHA) + d.mul_f64(ALPHA);
     }
 
@@ -117,6 +131,13 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(3000)).await;
         assert_eq!(m.warm(Instant::now()), 0, "an idle hour: forgotten");
+    }
+
+    #[test]
+    fn throttled_refills_are_clipped() {
+        let mut m = ArrivalModel::new(Instant::now());
+        m.refill_took(Duration::from_secs(300));
+        assert_eq!(m.refill(), Duration::from_millis(3700), "0.7·1 + 0.3·10");
     }
 
     #[tokio::test(start_paused = true)]

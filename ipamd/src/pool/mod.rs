@@ -39,6 +39,16 @@ pub use self::plan::{EniState, Grow, Limits, Step, Target, PREFIX_SIZE};
 /// How long the pool stays on /32s after EC2 said the subnet has no free /28.
 pub const PREFIX_RETRY: Duration = Duration::from_secs(300);
 
+/// How long a fill waits before its first EC2 call, so that the ADDs of a
+/// burst (arriving within microseconds of each other) all count as demand
+/// and one call of the right size serves them. Short beside an Assign's
+/// ≈ 0.5 s.
+pub const COALESCE: Duration = Duration::from_millis(20);
+
+/// How long after a throttled or very slow refill the adaptive policy
+/// grows for waiting pods only (its warm margin waits for the account).
+pub const CONGESTION_HOLD: Duration = Duration::from_secs(60);
+
 /// Below this pod arrival rate (per second) a node counts as quiet.
 pub const QUIET_RATE: f64 = 0.005;
 
@@ -99,6 +109,9 @@ struct State {
     surplus: SurplusTimer,
     /// Addresses EC2 lists on our ENIs that we do not know, first seen when.
     strangers: HashMap<Ipv4Addr, Instant>,
+    /// Until then the account is throttling us: the adaptive policy grows
+    /// for waiting pods only, not for its warm margin.
+    congested_until: Option<Instant>,
     /// Detached ENIs tagged for this node, first seen when.
     detached_seen: HashMap<EniId, Instant>,
 }
@@ -160,6 +173,7 @@ impl Pool {
                 model: ArrivalModel::new(Instant::now()),
                 surplus: SurplusTimer::default(),
                 strangers: HashMap::new(),
+                congested_until: None,
                 detached_seen: HashMap::new(),
             }),
             waiting: AtomicU32::new(0),
@@ -341,7 +355,11 @@ impl Pool {
         match self.settings.policy {
             WarmPolicy::Fixed => plan::fixed_target(&self.settings, &self.limits, used, waiting),
             WarmPolicy::Adaptive => {
-                let warm = self.lock().model.warm(Instant::now());
+                let now = Instant::now();
+                let mut st = self.lock();
+                let congested = st.congested_until.is_some_and(|t| now < t);
+                let warm = if congested { 0 } else { st.model.warm(now) };
+                drop(st);
                 let demand = used.saturating_add(waiting);
                 let slack = if self.settings.prefix_delegation {
                     PREFIX_SIZE
@@ -413,12 +431,26 @@ impl Pool {
         loop {
             let (enis, total) = self.view();
             let target = self.target();
-            let Some(step) = plan::grow_step(&self.limits, &enis, total, target, self.grow_mode())
-            else {
+            let Some(step) = plan::grow_step(
+                &self.limits,
+                &enis,
+                total,
+                target,
+                self.grow_mode(),
+                plan::whole_eni(&self.settings),
+            ) else {
                 break;
             };
             let started = Instant::now();
             let result = self.execute(step.clone()).await;
+            // The budget retries throttled calls, so the pool sees
+            // throttling as delay: a refill over twice the usual (and over
+            // 2 s) or a throttled failure means the account is congested.
+            let usual = self.lock().model.refill();
+            let slow = started.elapsed() > (usual * 2).max(Duration::from_secs(2));
+            if slow || matches!(result, Err(CloudError::Throttled { .. })) {
+                self.lock().congested_until = Some(Instant::now() + CONGESTION_HOLD);
+            }
             match result {
                 Ok(()) => {
                     self.lock().model.refill_took(started.elapsed());

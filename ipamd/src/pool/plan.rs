@@ -186,15 +186,25 @@ pub fn finish(
     Target { total, slack }
 }
 
+/// Whether a /32 step fills the ENI's whole room (aws-node's ENI mode:
+/// WARM_ENI_TARGET without WARM_IP_TARGET, one call per ENI) or takes
+/// exactly what is missing (WARM_IP_TARGET, prefix fallback, adaptive).
+pub fn whole_eni(settings: &PoolSettings) -> bool {
+    !settings.prefix_delegation
+        && settings.warm_ip_target.is_none()
+        && settings.policy == crate::config::WarmPolicy::Fixed
+}
+
 /// The next growth step towards `target`, or `None` if none is needed or
 /// possible. `grow` says whether to use prefixes (prefix mode, not in
-/// fallback) or /32s.
+/// fallback) or /32s; `fill_eni` whether /32 steps take the ENI's whole room.
 pub fn grow_step(
     limits: &Limits,
     enis: &[EniState],
     total: u32,
     target: Target,
     grow: Grow,
+    fill_eni: bool,
 ) -> Option<Step> {
     if total >= target.total {
         return None;
@@ -210,7 +220,11 @@ pub fn grow_step(
             },
             Grow::Ips => Step::Assign {
                 device_index: e.device_index,
-                count: missing.min(room(e)),
+                count: if fill_eni {
+                    room(e)
+                } else {
+                    missing.min(room(e))
+                },
             },
         };
         return Some(step);
@@ -320,7 +334,7 @@ mod tests {
         let t = fixed_target(&s, &l, 0, 0);
         assert_eq!(t.total, 9, "WARM_ENI_TARGET=1: one ENI's worth free");
         assert_eq!(
-            grow_step(&l, &[eni(0, 0, 0)], 0, t, Grow::Ips),
+            grow_step(&l, &[eni(0, 0, 0)], 0, t, Grow::Ips, whole_eni(&s)),
             Some(Step::Assign {
                 device_index: 0,
                 count: 9
@@ -338,7 +352,8 @@ mod tests {
                 &[eni(0, 9, 0)],
                 9,
                 fixed_target(&s, &l, 0, 0),
-                Grow::Ips
+                Grow::Ips,
+                whole_eni(&s)
             ),
             None
         );
@@ -348,7 +363,8 @@ mod tests {
                 &[eni(0, 9, 0)],
                 9,
                 fixed_target(&s, &l, 3, 0),
-                Grow::Ips
+                Grow::Ips,
+                whole_eni(&s)
             ),
             Some(Step::Attach { device_index: 1 })
         );
@@ -367,7 +383,8 @@ mod tests {
                 &[eni(0, 1, 0)],
                 1,
                 fixed_target(&s, &l, 1, 0),
-                Grow::Ips
+                Grow::Ips,
+                whole_eni(&s)
             ),
             Some(Step::Assign {
                 device_index: 0,
@@ -386,7 +403,10 @@ mod tests {
         assert_eq!(l.capacity(), 5);
         let t = fixed_target(&s, &l, 5, 0);
         assert_eq!(t.total, 5);
-        assert_eq!(grow_step(&l, &[eni(0, 5, 0)], 5, t, Grow::Ips), None);
+        assert_eq!(
+            grow_step(&l, &[eni(0, 5, 0)], 5, t, Grow::Ips, whole_eni(&s)),
+            None
+        );
     }
 
     #[test]
@@ -419,7 +439,7 @@ mod tests {
         let t = fixed_target(&s, &l, 0, 0);
         assert_eq!(t.total, 16, "WARM_PREFIX_TARGET defaults to one prefix");
         assert_eq!(
-            grow_step(&l, &[eni(0, 0, 0)], 0, t, Grow::Prefixes),
+            grow_step(&l, &[eni(0, 0, 0)], 0, t, Grow::Prefixes, whole_eni(&s)),
             Some(Step::AssignPrefixes {
                 device_index: 0,
                 count: 1
@@ -428,7 +448,7 @@ mod tests {
         // 30 ADDs waiting on a cold node: 30 + 16 warm → 3 prefixes, one call.
         let t = fixed_target(&s, &l, 0, 30);
         assert_eq!(
-            grow_step(&l, &[eni(0, 0, 0)], 0, t, Grow::Prefixes),
+            grow_step(&l, &[eni(0, 0, 0)], 0, t, Grow::Prefixes, whole_eni(&s)),
             Some(Step::AssignPrefixes {
                 device_index: 0,
                 count: 3
@@ -436,7 +456,7 @@ mod tests {
         );
         // In fallback the same need is met with /32s.
         assert_eq!(
-            grow_step(&l, &[eni(0, 0, 0)], 0, t, Grow::Ips),
+            grow_step(&l, &[eni(0, 0, 0)], 0, t, Grow::Ips, whole_eni(&s)),
             Some(Step::Assign {
                 device_index: 0,
                 count: 9
@@ -467,10 +487,134 @@ mod tests {
                 &[eni(0, 9, 0), e1],
                 9,
                 fixed_target(&s, &l, 9, 0),
-                Grow::Ips
+                Grow::Ips,
+                whole_eni(&s)
             ),
             None
         );
+    }
+
+    /// Grows from nothing with `used` addresses in use until the planner
+    /// is satisfied; returns the addresses held and the ENIs used.
+    fn settle(s: &PoolSettings, used: u32) -> (u32, usize) {
+        let l = m5_large(s);
+        let mut enis = vec![eni(0, 0, 0)];
+        let mut total = 0;
+        let t = fixed_target(s, &l, used, 0);
+        while let Some(step) = grow_step(
+            &l,
+            &enis,
+            total,
+            t,
+            if s.prefix_delegation {
+                Grow::Prefixes
+            } else {
+                Grow::Ips
+            },
+            whole_eni(s),
+        ) {
+            match step {
+                Step::Assign {
+                    device_index,
+                    count,
+                } => {
+                    enis[device_index as usize].ips += count;
+                    total += count;
+                }
+                Step::AssignPrefixes {
+                    device_index,
+                    count,
+                } => {
+                    enis[device_index as usize].prefixes += count;
+                    total += count * PREFIX_SIZE;
+                }
+                Step::Attach { device_index } => enis.push(eni(device_index, 0, 0)),
+                other => panic!("{other:?}"),
+            }
+        }
+        (total, enis.len())
+    }
+
+    /// The README's worked examples (m5.large: 3 ENIs, 9 secondary
+    /// addresses or /28 prefixes each, max-pods 29 or 110).
+    #[test]
+    fn readme_examples_on_an_m5_large() {
+        let d = settings();
+        let pd = PoolSettings {
+            prefix_delegation: true,
+            ..d
+        };
+        let cases: &[(&str, PoolSettings, [u32; 4])] = &[
+            ("defaults", d, [9, 18, 27, 27]),
+            (
+                "WARM_IP_TARGET=5",
+                PoolSettings {
+                    warm_ip_target: Some(5),
+                    ..d
+                },
+                [5, 10, 15, 25],
+            ),
+            (
+                "WARM_IP_TARGET=5 MINIMUM_IP_TARGET=15",
+                PoolSettings {
+                    warm_ip_target: Some(5),
+                    minimum_ip_target: Some(15),
+                    ..d
+                },
+                [15, 15, 15, 25],
+            ),
+            (
+                "WARM_ENI_TARGET=2",
+                PoolSettings {
+                    warm_eni_target: 2,
+                    ..d
+                },
+                [18, 27, 27, 27],
+            ),
+            (
+                "MAX_ENI=1",
+                PoolSettings {
+                    max_eni: Some(1),
+                    ..d
+                },
+                [9, 9, 9, 9],
+            ),
+            ("PD", pd, [16, 32, 32, 48]),
+            (
+                "PD WARM_PREFIX_TARGET=2",
+                PoolSettings {
+                    warm_prefix_target: Some(2),
+                    ..pd
+                },
+                [32, 48, 48, 64],
+            ),
+            (
+                "PD WARM_IP_TARGET=5",
+                PoolSettings {
+                    warm_ip_target: Some(5),
+                    ..pd
+                },
+                [16, 16, 16, 32],
+            ),
+            (
+                "PD WARM_IP_TARGET=2 MINIMUM_IP_TARGET=30",
+                PoolSettings {
+                    warm_ip_target: Some(2),
+                    minimum_ip_target: Some(30),
+                    ..pd
+                },
+                [32, 32, 32, 32],
+            ),
+        ];
+        for (name, s, want) in cases {
+            let got: Vec<u32> = [0, 5, 10, 20]
+                .iter()
+                .map(|&u| settle(s, u.min(m5_large(s).capacity())).0)
+                .collect();
+            assert_eq!(got, want.to_vec(), "{name}");
+        }
+        assert_eq!(settle(&d, 5).1, 2, "defaults, 5 pods: a second ENI");
+        assert_eq!(settle(&pd, 20).1, 1, "prefixes: all on the primary ENI");
     }
 
     #[test]

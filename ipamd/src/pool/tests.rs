@@ -282,3 +282,46 @@ async fn adaptive_idle_node_holds_little_and_a_busy_one_more() {
     let u = pool.alloc().usage();
     assert!(u.free() >= 2, "a busy node keeps some warm: {u:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_defers_its_margin_while_the_account_throttles() {
+    let cloud = node("m5.xlarge", "10.0.0.0/20").await;
+    cloud
+        .vpc()
+        .set_latencies(crate::cloud::sim::Latencies::uniform(Duration::from_secs(
+            1,
+        )));
+    let budget: Arc<dyn crate::cloud::Cloud> = Arc::new(crate::cloud::budget::Budget::new(
+        cloud.clone(),
+        crate::cloud::budget::BudgetSettings::default(),
+    ));
+    let settings = PoolSettings {
+        policy: WarmPolicy::Adaptive,
+        cooldown: Duration::ZERO,
+        ..PoolSettings::default()
+    };
+    let pool = Pool::start(budget, Arc::new(NoLinks), settings, 9001, &[])
+        .await
+        .unwrap();
+    pool.fill().await;
+    add(&pool, 20, "a").await;
+    let used = pool.alloc().usage().used as u32;
+    assert!(pool.target().total > used + 1, "a busy node keeps a margin");
+    // The next growth is throttled once (the budget retries it).
+    cloud
+        .vpc()
+        .inject(Action::Assign, crate::cloud::sim::Fault::Throttle);
+    let free = pool.alloc().usage().free();
+    add(&pool, free + 1, "b").await;
+    let used = pool.alloc().usage().used as u32;
+    assert_eq!(
+        pool.target().total,
+        used + 1,
+        "margin deferred: {:?}",
+        pool.target()
+    );
+    tokio::time::advance(CONGESTION_HOLD).await;
+    add(&pool, 10, "c").await;
+    let used = pool.alloc().usage().used as u32;
+    assert!(pool.target().total > used + 1, "margin back after the hold");
+}

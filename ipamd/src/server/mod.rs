@@ -151,17 +151,23 @@ async fn read_request(stream: &mut UnixStream) -> Result<Request, CniError> {
                 format!("reading request: {e}"),
             ))
         }
-        Ok(Ok(_)) if buf.len() > MAX_FRAME_BYTES => {
-            return Err(CniError::new(
-                code::DECODE_FAILURE,
-                format!("request larger than {MAX_FRAME_BYTES} bytes"),
-            ))
-        }
         Ok(Ok(_)) => {}
     }
-    // Check the version before the shape, so an incompatible plugin gets a
-    // version error rather than a confusing decode error.
-    let value: serde_json::Value = serde_json::from_slice(&buf)
+    decode_request(&buf)
+}
+
+/// Decodes one request frame: the protocol version first (so an
+/// incompatible plugin gets a version error, code 105, rather than a
+/// confusing decode error), then the shape (code 6). Never panics, whatever
+/// the bytes.
+pub fn decode_request(buf: &[u8]) -> Result<Request, CniError> {
+    if buf.len() > MAX_FRAME_BYTES {
+        return Err(CniError::new(
+            code::DECODE_FAILURE,
+            format!("request larger than {MAX_FRAME_BYTES} bytes"),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(buf)
         .map_err(|e| CniError::new(code::DECODE_FAILURE, format!("malformed request: {e}")))?;
     match value.get("v").and_then(serde_json::Value::as_u64) {
         Some(v) if v == PROTOCOL_VERSION as u64 => {}

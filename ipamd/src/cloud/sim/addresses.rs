@@ -160,6 +160,14 @@ impl SubnetAddresses {
         None
     }
 
+    /// Marks `ip` in use (resuming saved state); addresses outside the
+    /// subnet or already in use are left alone.
+    pub(super) fn mark_used(&mut self, ip: Ipv4Addr) {
+        if let Some(offset) = self.offset(ip).filter(|&o| !self.bit(o)) {
+            self.mark(offset);
+        }
+    }
+
     fn mark(&mut self, offset: u32) {
         debug_assert!(!self.bit(offset), "address offset {offset} taken twice");
         self.words[(offset / 64) as usize] |= 1u64 << (offset % 64);

@@ -29,6 +29,7 @@
 mod addresses;
 mod behaviour;
 mod fabric;
+mod persist;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
@@ -47,6 +48,7 @@ pub use self::behaviour::{
 };
 use self::behaviour::{Gate, Verdict};
 pub use self::fabric::{Fabric, NoFabric, VethFabric};
+pub use self::persist::{PersistentSim, SIM_STATE_FILE};
 use super::limits::{self, InstanceLimits};
 use super::{Cloud, CloudError, DetachedEni, Eni, EniId, MacAddr, NodeInfo, Result, Subnet};
 
