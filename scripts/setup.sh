@@ -71,3 +71,6 @@ fi
 # Real container runtimes (containerd, podman) and their offline images, for
 # the runtime end-to-end tests; also protoc, which their CRI client's build needs.
 "$(dirname "$0")/setup-runtimes.sh"
+
+# promtool for the Prometheus rule checks (i8 metrics).
+"$(dirname "$0")/setup-promtool.sh"

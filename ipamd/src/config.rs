@@ -121,12 +121,34 @@ pub struct Config {
     pub snat: crate::dataplane::snat::SnatSettings,
     /// `VPC_CNI_LOG_LEVEL` (default `info`), or `RUST_LOG` for a full filter.
     pub log_filter: String,
+    /// `VPC_CNI_LOG_FORMAT` (`text`, default, or `json`).
+    pub log_format: LogFormat,
+    /// `VPC_CNI_METRICS_ADDR` (default `:61678`; `off`: no HTTP listener):
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `VPC_CNI_CONFIG_PATH`: a directory of one file per key (a mounted
+    /// ConfigMap) or a `KEY=VALUE` file, re-read for live tuning.
+    pub config_path: Option<PathBuf>,
     /// `VPC_CNI_DURABILITY` (`sync`, the default: ADD answers once its
     /// allocation is on disk; `async`: at once).
     pub durability: crate::store::Durability,
     /// `VPC_CNI_AWS_NODE_CHECKPOINT` (default `/var/run/aws-node/ipam.json`):
     /// aws-node's checkpoint, read when ours is absent.
     pub aws_node_checkpoint: PathBuf,
+}
+
+/// How the daemon writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the CNI call's span fields.
+    Json,
+}
+
+/// The process environment, for [`crate::tuning`] to lay a config file over.
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars().collect()
 }
 
 /// An invalid setting.
@@ -239,6 +261,31 @@ impl Config {
             .map_err(|(var, value, reason)| err(&var, &value, &reason))?;
         let snat = crate::dataplane::snat::SnatSettings::from_vars(get)
             .map_err(|(var, value, reason)| err(&var, &value, &reason))?;
+        let log_format = match get("VPC_CNI_LOG_FORMAT") {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(err(
+                    "VPC_CNI_LOG_FORMAT",
+                    other,
+                    "expected `text` or `json`",
+                ))
+            }
+        };
+        let metrics_addr = crate::http::parse_listen_addr(
+            get("VPC_CNI_METRICS_ADDR").unwrap_or(crate::http::DEFAULT_ADDR),
+        )
+        .map_err(|reason| {
+            err(
+                "VPC_CNI_METRICS_ADDR",
+                get("VPC_CNI_METRICS_ADDR").unwrap_or_default(),
+                &reason,
+            )
+        })?;
+        let config_path = match get("VPC_CNI_CONFIG_PATH") {
+            None => None,
+            Some(_) => Some(abs_path(&env, "VPC_CNI_CONFIG_PATH", "")?),
+        };
         let durability = match get("VPC_CNI_DURABILITY") {
             None => crate::store::Durability::Sync,
             Some(v) => crate::store::Durability::parse(v)
@@ -261,6 +308,9 @@ impl Config {
             snat,
             veth_reap_delay,
             log_filter,
+            log_format,
+            metrics_addr,
+            config_path,
             durability,
             aws_node_checkpoint,
         })
@@ -395,6 +445,22 @@ mod tests {
         assert_eq!(c.pool.warm_eni_target, 1);
         assert_eq!(c.pool.cooldown, Duration::from_secs(30));
         assert_eq!(c.sim.instance_type, "m5.large");
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.metrics_addr, Some("0.0.0.0:61678".parse().unwrap()));
+        assert_eq!(c.config_path, None);
+    }
+
+    #[test]
+    fn observability_settings() {
+        let c = Config::from_vars(vars(&[
+            ("VPC_CNI_LOG_FORMAT", "json"),
+            ("VPC_CNI_METRICS_ADDR", "off"),
+            ("VPC_CNI_CONFIG_PATH", "/etc/vpc-cni/config"),
+        ]))
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.metrics_addr, None);
+        assert_eq!(c.config_path, Some(PathBuf::from("/etc/vpc-cni/config")));
     }
 
     #[test]
@@ -416,6 +482,10 @@ mod tests {
             ("VPC_CNI_LEAK_GRACE_S", "soon"),
             ("VPC_CNI_SIM_SUBNET_CIDR", "192.168.0.0/24"),
             ("VPC_CNI_LOG_LEVEL", "loud"),
+            ("VPC_CNI_LOG_FORMAT", "xml"),
+            ("VPC_CNI_METRICS_ADDR", "61678"),
+            ("VPC_CNI_METRICS_ADDR", ":http"),
+            ("VPC_CNI_CONFIG_PATH", "etc/vpc-cni"),
             ("VPC_CNI_DURABILITY", "maybe"),
             ("VPC_CNI_AWS_NODE_CHECKPOINT", "ipam.json"),
         ] {

@@ -1,6 +1,7 @@
 //! `ipamd serve`: builds the real parts and runs them until shutdown.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -9,11 +10,14 @@ use crate::cloud::sim::{PersistentSim, SimConfig, VethFabric};
 use crate::cloud::Cloud;
 use crate::config::{CloudKind, Config};
 use crate::dataplane::NetlinkDataplane;
-use crate::metrics::Metrics;
+use crate::http;
+use crate::metered_cloud::MeteredCloud;
+use crate::metrics::{Metrics, PoolSample};
 use crate::pod::PodService;
 use crate::pool::Pool;
 use crate::server::{self, ServiceSlot};
 use crate::store::Store;
+use crate::tuning::{self, Tuner};
 
 /// How often a blocked pool retries and the pool re-checks its targets.
 const POOL_RESYNC: Duration = Duration::from_secs(30);
@@ -42,23 +46,58 @@ pub enum StartError {
     /// Enabling IPv4 forwarding in the node namespace.
     #[error("enabling net.ipv4.ip_forward: {0}")]
     Forwarding(std::io::Error),
+    /// The metrics and health listener.
+    #[error(transparent)]
+    Http(#[from] crate::http::BindError),
+    /// The live configuration source (`VPC_CNI_CONFIG_PATH`).
+    #[error("VPC_CNI_CONFIG_PATH: {0}")]
+    Config(String),
+    /// Installing a signal handler.
+    #[error("installing the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
 }
 
 /// Runs the node daemon in the calling thread's network namespace until
 /// `shutdown` completes; removes its socket on the way out.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    // Before anything slow: SIGHUP's default action would kill the daemon.
+    let hangups = hangups()?;
+    // The port first: if it is taken, no socket file is left behind.
+    let http_listener = match config.metrics_addr {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
     let listener = server::bind(&config.socket).await?;
     tracing::info!(socket = %config.socket.display(), "listening");
+    let metrics = Arc::new(Metrics::new());
     let slot: ServiceSlot = Arc::new(OnceLock::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(server::run(listener, slot.clone(), async move {
+    let socket_serving = Arc::new(AtomicBool::new(true));
+    let serving = socket_serving.clone();
+    let server_run = server::run(listener, slot.clone(), async move {
         let _ = server_stop.changed().await;
-    }));
+    });
+    let server = tokio::spawn(async move {
+        server_run.await;
+        serving.store(false, Ordering::Release);
+    });
+    if let Some(l) = http_listener {
+        tracing::info!(addr = ?config.metrics_addr, "serving /metrics, /healthz, /readyz");
+        let health = http::Health {
+            service: slot.clone(),
+            socket: config.socket.clone(),
+            socket_serving,
+        };
+        let mut http_stop = stop_rx.clone();
+        tokio::spawn(http::run(l, metrics.clone(), health, async move {
+            let _ = http_stop.changed().await;
+        }));
+    }
     tokio::pin!(shutdown);
     // A shutdown while the pool is still filling must stop start-up too.
     let result = tokio::select! {
-        started = start(&config, slot) => match started {
+        started = start(&config, slot, metrics, hangups) => match started {
             Ok(()) => {
                 (&mut shutdown).await;
                 Ok(())
@@ -74,7 +113,23 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     result
 }
 
-async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
+/// One item per SIGHUP.
+fn hangups() -> Result<impl futures::Stream<Item = ()> + Unpin + Send + 'static, StartError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
+    Ok(Box::pin(futures::stream::unfold(sig, |mut sig| async {
+        sig.recv().await.map(|()| ((), sig))
+    })))
+}
+
+async fn start(
+    config: &Config,
+    slot: ServiceSlot,
+    metrics: Arc<Metrics>,
+    hangups: impl futures::Stream<Item = ()> + Unpin + Send + 'static,
+) -> Result<(), StartError> {
+    let env = crate::config::process_env();
+    let startup = tuning::startup_settings(config, &env).map_err(StartError::Config)?;
     // Pods reach each other and the VPC through the node: it must route.
     // Read first: in the DaemonSet /proc/sys is read-only and the init
     // container (`ipamd install-cni`) has already set it.
@@ -110,7 +165,10 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
                 .map_err(|e| StartError::Cloud(e.to_string()))?,
         ),
     };
-    // Every EC2 call goes through this node's budget (buckets, backoff).
+    // Innermost, so every call the provider makes is counted once; the
+    // budget (buckets, backoff and retries) wraps it.
+    let cloud: Arc<dyn Cloud> = Arc::new(MeteredCloud::new(cloud, metrics.ec2().clone()));
+    store.observe_with(metrics.checkpoint().clone());
     let cloud: Arc<dyn Cloud> = Arc::new(crate::cloud::budget::Budget::new(cloud, config.budget));
     let node = cloud
         .node()
@@ -124,25 +182,32 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
         &config.aws_node_checkpoint,
         config.mtu,
     )
-    .await?;
+    .await;
+    metrics.reconcile().run(plan.is_ok());
+    let plan = plan?;
+    count_reconcile(&metrics, &plan.report);
     let pool = Pool::start(
         cloud,
         dataplane.clone(),
-        config.pool,
+        startup.settings,
         config.mtu,
         &plan.held(),
     )
     .await
     .map_err(|e| StartError::Cloud(e.to_string()))?;
     let alloc = pool.alloc().clone();
+    add_pool_sampler(&metrics, &pool);
+    pool.observe_with(crate::pool::PoolEvents {
+        leaks: metrics.leaks().clone(),
+        reconcile: metrics.reconcile().clone(),
+    });
     pool.fill().await;
-    let metrics = Arc::new(Metrics::default());
     let service = Arc::new(PodService::new(
         alloc.clone(),
         pool.clone(),
         dataplane.clone(),
         store.clone(),
-        metrics,
+        metrics.clone(),
         config.mtu,
         config.veth_reap_delay,
     ));
@@ -155,10 +220,87 @@ async fn start(config: &Config, slot: ServiceSlot) -> Result<(), StartError> {
         service.restore(plan.keep.clone());
         pool.nudge();
     }
+    let for_pool = pool.clone();
+    let tuner = Tuner::new(
+        config,
+        env,
+        startup,
+        move |s| for_pool.update_settings(s),
+        metrics.config().clone(),
+    );
+    let for_status = tuner.clone();
+    service.add_status_section("config", Box::new(move || for_status.status()));
+    let effective = effective_config(config);
+    service.add_status_section("daemon", Box::new(move || effective.clone()));
+    tokio::spawn(tuner.run(hangups));
     store.start(plan.keep)?;
     tokio::spawn(pool.clone().run(POOL_RESYNC));
     let usage = alloc.usage();
     tracing::info!(addresses = usage.total, blocked = ?pool.blocked_reason(), "ready");
     let _ = slot.set(service);
     Ok(())
+}
+
+/// Copies the pool's state into its gauges before each scrape.
+fn add_pool_sampler(metrics: &Metrics, pool: &Arc<Pool>) {
+    let pool = pool.clone();
+    metrics.add_sampler(move |m| {
+        let usage = pool.alloc().usage();
+        let enis = pool.enis();
+        m.pool().record(&PoolSample {
+            total: usage.total as u64,
+            assigned: usage.used as u64,
+            cooling: pool.alloc().cooling() as u64,
+            target: u64::from(pool.desired_total()),
+            max: u64::from(pool.limits().capacity()),
+            enis: enis.len() as u64,
+            max_enis: u64::from(pool.limits().max_enis),
+            prefixes: enis.iter().map(|e| e.prefixes.len() as u64).sum(),
+            ready: pool.is_ready(),
+            blocked: pool.blocked_reason().is_some(),
+            cooldown_starvation_takes: pool.alloc().cooldown_bypassed(),
+        });
+    });
+}
+
+/// The settings fixed at start, for `ipamd status` (no secrets: only our
+/// own settings, never the environment).
+fn effective_config(config: &Config) -> serde_json::Value {
+    serde_json::json!({
+        "socket": config.socket.display().to_string(),
+        "stateDir": config.state_dir.display().to_string(),
+        "cloud": format!("{:?}", config.cloud).to_lowercase(),
+        "mtu": config.mtu,
+        "metricsAddr": config.metrics_addr.map(|a| a.to_string()),
+        "configPath": config.config_path.as_ref().map(|p| p.display().to_string()),
+        "logFilter": config.log_filter,
+        "logFormat": format!("{:?}", config.log_format).to_lowercase(),
+        "vethReapDelayMs": config.veth_reap_delay.as_millis() as u64,
+        "startupPool": {
+            "warmIpTarget": config.pool.warm_ip_target,
+            "minimumIpTarget": config.pool.minimum_ip_target,
+            "warmEniTarget": config.pool.warm_eni_target,
+            "maxEni": config.pool.max_eni,
+            "ipCooldownSeconds": config.pool.cooldown.as_secs(),
+        },
+    })
+}
+
+/// What reconciliation found and repaired, by kind.
+fn count_reconcile(metrics: &Metrics, r: &crate::reconcile::Report) {
+    let m = metrics.reconcile();
+    for (kind, n) in [
+        ("kept", r.kept),
+        ("migrated_from_aws_node", r.migrated),
+        ("rebuilt_from_kernel", r.rebuilt),
+        ("held_unknown", r.held_unknown),
+        ("released", r.released),
+        ("veth_reaped", r.reaped),
+        ("not_in_cloud", r.not_in_cloud),
+        ("duplicate_dropped", r.duplicates),
+    ] {
+        if n > 0 {
+            m.event(kind, n as u64);
+        }
+    }
 }

@@ -39,24 +39,38 @@ pub const KNOWN_ENV: &[&str] = &[
     "VPC_CNI_AWS_NODE_CHECKPOINT",
     "VPC_CNI_ENI_LINK_TIMEOUT_MS",
     "VPC_CNI_EC2_TIMEOUT_MS",
+    "VPC_CNI_LOG_FORMAT",
+    "VPC_CNI_METRICS_ADDR",
+    "VPC_CNI_CONFIG_PATH",
+    // Warm pool and EC2 budget.
+    "VPC_CNI_WARM_POLICY",
+    "VPC_CNI_RELEASE_DELAY_S",
+    "VPC_CNI_RECONCILE_INTERVAL_S",
+    "VPC_CNI_LEAK_GRACE_S",
+    "VPC_CNI_EC2_MAX_ATTEMPTS",
+    "VPC_CNI_EC2_BACKOFF_BASE_MS",
+    "VPC_CNI_EC2_BACKOFF_MAX_MS",
+    "VPC_CNI_EC2_MUTATING_BURST",
+    "VPC_CNI_EC2_MUTATING_RATE",
+    "VPC_CNI_EC2_ATTACH_BURST",
+    "VPC_CNI_EC2_ATTACH_RATE",
+    "VPC_CNI_EC2_DESCRIBE_BURST",
+    "VPC_CNI_EC2_DESCRIBE_RATE",
+    "VPC_CNI_EC2_TAGS_BURST",
+    "VPC_CNI_EC2_TAGS_RATE",
     // `ipamd install-cni`: written into the conflist for the plugin.
     "VPC_CNI_PLUGIN_LOG_LEVEL",
     "VPC_CNI_PLUGIN_LOG_FILE",
 ];
 
 /// Names the manifests and the chart already use whose reading is being
-/// added on other branches (live tuning `VPC_CNI_CONFIG_PATH`, the HTTP
-/// listener `VPC_CNI_METRICS_ADDR`, the ENI tag `CLUSTER_NAME`, the
+/// added on other branches (the ENI tag `CLUSTER_NAME`, the
 /// NetworkPolicy source and mode, the warm pool's policy and release
 /// delay). When such a branch is merged the unit test below fails until the
 /// name is moved to [`KNOWN_ENV`].
 pub const PENDING_ENV: &[&str] = &[
-    "VPC_CNI_CONFIG_PATH",
-    "VPC_CNI_METRICS_ADDR",
     "VPC_CNI_POLICY_SOURCE",
     "VPC_CNI_POLICY_MODE",
-    "VPC_CNI_WARM_POLICY",
-    "VPC_CNI_RELEASE_DELAY_S",
 ];
 
 /// Whether `name` is a variable ipamd reads (or will, see [`PENDING_ENV`]).

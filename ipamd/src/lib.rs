@@ -15,8 +15,10 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod demo;
+pub mod http;
 pub mod install_cni;
 pub mod known_env;
+pub mod metered_cloud;
 pub mod metrics;
 pub mod pod;
 pub mod pool;
@@ -24,5 +26,6 @@ pub mod reconcile;
 pub mod server;
 pub mod store;
 pub mod sysctl;
+pub mod tuning;
 
 pub use daemon::serve;

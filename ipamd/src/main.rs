@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cni_plugin::wire::{Command, Request};
-use ipamd::config::Config;
+use ipamd::config::{Config, LogFormat};
 
 const USAGE: &str = "usage: ipamd <command>
 
@@ -49,13 +49,29 @@ fn serve() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only on a terminal: a DaemonSet's log is a file.
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    match config.log_format {
+        LogFormat::Text => {
+            // Colour only on a terminal: a DaemonSet's log is a file.
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
+        }
+        LogFormat::Json => {
+            // One object per line; the CNI call's span fields (command,
+            // namespace, pod, container_id) sit under "span".
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_current_span(true)
+                .with_span_list(false)
+                .flatten_event(true)
+                .init();
+        }
+    }
     for var in Config::ignored(std::env::vars()) {
         tracing::warn!(%var, "setting is accepted but not implemented in this version; ignored");
     }

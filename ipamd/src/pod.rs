@@ -92,7 +92,12 @@ pub struct PodService {
     mtu: u32,
     reap_delay: Duration,
     entries: Mutex<HashMap<AttachmentKey, Entry>>,
+    /// Sections other subsystems add to `ipamd status` (config, policy, ...).
+    sections: Mutex<Vec<(&'static str, StatusSection)>>,
 }
+
+/// A function that renders one section of `ipamd status`.
+pub type StatusSection = Box<dyn Fn() -> Value + Send + Sync>;
 
 /// Undoes a half-done ADD when dropped, unless disarmed.
 struct Rollback<'a> {
@@ -130,7 +135,17 @@ impl PodService {
             mtu,
             reap_delay,
             entries: Mutex::new(HashMap::new()),
+            sections: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Adds a top-level section `name` to `ipamd status`, rendered on
+    /// every call.
+    pub fn add_status_section(&self, name: &'static str, render: StatusSection) {
+        self.sections
+            .lock()
+            .expect("status sections poisoned")
+            .push((name, render));
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<AttachmentKey, Entry>> {
@@ -140,16 +155,31 @@ impl PodService {
     /// Dispatches one CNI request.
     pub async fn handle(&self, req: Request) -> Result<Value, CniError> {
         use cni_plugin::wire::Command;
+        use tracing::Instrument;
         let started = Instant::now();
         let command = req.command;
-        let out = match command {
-            Command::Add => self.add(req).await,
-            Command::Del => self.del(req).await.map(|()| json!({})),
-            Command::Check => self.check(req).await.map(|()| json!({})),
-            Command::Status => self.status().map(|()| json!({})),
-            Command::Gc => self.gc(req).await.map(|()| json!({})),
-            Command::Introspect => Ok(self.introspect()),
-        };
+        // One span per CNI call: every line logged while handling it
+        // carries the pod's identity (and JSON logs carry it as fields).
+        let span = tracing::info_span!(
+            "cni",
+            command = command.as_str(),
+            container_id = %req.container_id,
+            namespace = req.args.namespace.as_deref().unwrap_or(""),
+            pod = req.args.name.as_deref().unwrap_or(""),
+            ifname = %req.ifname,
+        );
+        let out = async {
+            match command {
+                Command::Add => self.add(req).await,
+                Command::Del => self.del(req).await.map(|()| json!({})),
+                Command::Check => self.check(req).await.map(|()| json!({})),
+                Command::Status => self.status().map(|()| json!({})),
+                Command::Gc => self.gc(req).await.map(|()| json!({})),
+                Command::Introspect => Ok(self.introspect()),
+            }
+        }
+        .instrument(span)
+        .await;
         self.metrics.observe(
             command,
             started.elapsed(),
@@ -159,7 +189,6 @@ impl PodService {
     }
 
     /// CNI ADD.
-    #[tracing::instrument(skip_all, fields(container_id = %req.container_id, ifname = %req.ifname, pod = ?req.args.name, ns = ?req.args.namespace))]
     pub async fn add(&self, req: Request) -> Result<Value, CniError> {
         require(&req.container_id, "CNI_CONTAINERID")?;
         require(&req.ifname, "CNI_IFNAME")?;
@@ -318,7 +347,6 @@ impl PodService {
     /// delete it then. Deleting it here would make every DEL wait ≈ 20 ms for
     /// the kernel's RCU grace period under the RTNL lock — the reason the
     /// reference `ptp` plugin's DEL is slow.
-    #[tracing::instrument(skip_all, fields(container_id = %req.container_id, ifname = %req.ifname))]
     pub async fn del(&self, req: Request) -> Result<(), CniError> {
         require(&req.container_id, "CNI_CONTAINERID")?;
         let ifname = if req.ifname.is_empty() {
@@ -572,11 +600,15 @@ impl PodService {
                 })
             })
             .collect();
-        json!({
+        let cooling = self.alloc.cooling().min(usage.free());
+        let mut view = json!({
             "node": { "instanceId": node.instance_id, "instanceType": node.limits.name },
             "pool": {
                 "total": usage.total, "used": usage.used, "free": usage.free(),
+                "warm": usage.free() - cooling, "cooling": cooling,
+                "target": self.pool.desired_total(),
                 "capacity": self.pool.limits().capacity(), "ready": self.pool.is_ready(),
+                "maxEnis": self.pool.limits().max_enis,
                 "cooldownSeconds": self.alloc.cooldown().as_secs(),
                 "cooldownBypassed": self.alloc.cooldown_bypassed(),
                 "blocked": self.pool.blocked_reason(),
@@ -585,7 +617,17 @@ impl PodService {
             "enis": enis,
             "pods": self.records(),
             "metrics": self.metrics.snapshot(),
-        })
+            "ec2": { "lastErrors": self.metrics.ec2().last_errors() },
+        });
+        for (name, render) in self
+            .sections
+            .lock()
+            .expect("status sections poisoned")
+            .iter()
+        {
+            view[*name] = render();
+        }
+        view
     }
 }
 

@@ -42,6 +42,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
+
+pub mod observe;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};

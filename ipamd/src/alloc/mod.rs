@@ -142,6 +142,9 @@ struct Slot {
     addr: AtomicU32,
     eni_index: AtomicU32,
     state: AtomicU8,
+    /// When it was last released (the allocator's clock; 0 = never used),
+    /// for counting resting addresses in status and metrics only.
+    freed_ms: AtomicU64,
 }
 
 impl Slot {
@@ -150,6 +153,7 @@ impl Slot {
             addr: AtomicU32::new(0),
             eni_index: AtomicU32::new(0),
             state: AtomicU8::new(RETIRED),
+            freed_ms: AtomicU64::new(0),
         }
     }
 
@@ -287,6 +291,7 @@ impl Allocator {
             let slot = &self.slots[id as usize];
             slot.addr.store(u32::from(addr), Ordering::Relaxed);
             slot.eni_index.store(eni_index, Ordering::Relaxed);
+            slot.freed_ms.store(0, Ordering::Relaxed);
             admin.index.insert(addr, id);
             if let Some(key) = admin.reserved.remove(&addr) {
                 // Held by an attachment from before a restart: never free,
@@ -440,18 +445,26 @@ impl Allocator {
         let Some(slot) = self.slots.get(id as usize) else {
             return false;
         };
+        if slot.state.load(Ordering::Acquire) != HELD {
+            return false;
+        }
+        let now = self.now_ms();
+        // Before the state flips: a scan that sees FREE sees this time (or a
+        // later one), so it never counts a just-released address as rested.
+        let before = slot.freed_ms.swap(now, Ordering::Relaxed);
         if slot
             .state
             .compare_exchange(HELD, FREE, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
+            slot.freed_ms.store(before, Ordering::Relaxed);
             return false;
         }
         self.push(
             self.home(),
             Entry {
                 slot: id,
-                released_ms: self.now_ms(),
+                released_ms: now,
             },
         );
         true
@@ -567,6 +580,19 @@ impl Allocator {
             }
         }
         out
+    }
+
+    /// Free addresses still resting after their release (a scan: for
+    /// status and metrics, not the hot path).
+    pub fn cooling(&self) -> usize {
+        let now = self.now_ms();
+        self.slots
+            .iter()
+            .filter(|s| {
+                s.state.load(Ordering::Acquire) == FREE
+                    && now.saturating_sub(s.freed_ms.load(Ordering::Relaxed)) < self.cooldown_ms
+            })
+            .count()
     }
 
     /// How often cooldown was cut short because only resting addresses were left.

@@ -433,3 +433,27 @@ fn an_unfulfilled_reservation_is_released() {
     a.grow(0, &[ip(50)]).unwrap();
     assert_eq!(a.usage(), Usage { total: 1, used: 0 });
 }
+
+#[test]
+fn released_addresses_count_as_cooling_until_taken() {
+    let a = Allocator::new(8, Duration::from_secs(60));
+    a.grow(0, &[ip(10), ip(11), ip(12)]).unwrap();
+    assert_eq!(a.cooling(), 0, "never-used addresses are rested");
+    a.allocate(&key("c1")).unwrap();
+    a.allocate(&key("c2")).unwrap();
+    assert_eq!(a.cooling(), 0);
+    a.release(&key("c1"));
+    a.release(&key("c2"));
+    assert_eq!(a.cooling(), 2);
+    // The rested one goes first, then a cooling one is taken anyway.
+    a.allocate(&key("c3")).unwrap();
+    assert_eq!(a.cooling(), 2);
+    a.allocate(&key("c4")).unwrap();
+    assert_eq!(a.cooling(), 1);
+    assert_eq!(a.cooldown_bypassed(), 1);
+    let b = no_cooldown(4);
+    b.grow(0, &[ip(20)]).unwrap();
+    b.allocate(&key("d")).unwrap();
+    b.release(&key("d"));
+    assert_eq!(b.cooling(), 0, "no cooldown: nothing rests");
+}

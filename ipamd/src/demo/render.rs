@@ -94,9 +94,114 @@ fn render_status_at(view: &Value, now_unix: u64) -> String {
     let mut out = String::new();
     out.push_str(&node_line(&view["node"]));
     out.push_str(&pool_lines(&view["pool"]));
+    out.push_str(&target_line(&view["pool"], &view["config"]));
     out.push_str(&eni_lines(view));
     out.push_str(&pod_lines(view, now_unix));
     out.push_str(&metric_line(&view["metrics"]));
+    out.push_str(&daemon_line(&view["daemon"]));
+    out.push_str(&config_lines(&view["config"], now_unix));
+    out.push_str(&ec2_lines(&view["ec2"], now_unix));
+    out
+}
+
+/// Free split into warm and cooling, against the target and the settings
+/// that make it (absent from an older daemon's view: nothing printed).
+fn target_line(pool: &Value, config: &Value) -> String {
+    let Some(target) = pool["target"].as_u64() else {
+        return String::new();
+    };
+    let settings = &config["pool"];
+    let mut set: Vec<String> = Vec::new();
+    for (key, name) in [
+        ("warmIpTarget", "WARM_IP_TARGET"),
+        ("minimumIpTarget", "MINIMUM_IP_TARGET"),
+        ("warmEniTarget", "WARM_ENI_TARGET"),
+        ("maxEni", "MAX_ENI"),
+    ] {
+        if let Some(v) = settings[key].as_u64() {
+            set.push(format!("{name}={v}"));
+        }
+    }
+    let mut out = format!(
+        "       free: {} warm + {} cooling; target {target} in pool",
+        number(&pool["warm"]),
+        number(&pool["cooling"]),
+    );
+    if !set.is_empty() {
+        let _ = write!(out, " ({})", set.join(", "));
+    }
+    out.push('\n');
+    out
+}
+
+/// The settings fixed at start.
+fn daemon_line(daemon: &Value) -> String {
+    if !daemon.is_object() {
+        return String::new();
+    }
+    format!(
+        "daemon cloud {}, mtu {}, socket {}, state {}, metrics {}, log {} ({})\n",
+        text(&daemon["cloud"]),
+        number(&daemon["mtu"]),
+        text(&daemon["socket"]),
+        text(&daemon["stateDir"]),
+        daemon["metricsAddr"].as_str().unwrap_or("off"),
+        text(&daemon["logFilter"]),
+        text(&daemon["logFormat"]),
+    )
+}
+
+fn config_lines(config: &Value, now_unix: u64) -> String {
+    let Some(generation) = config["generation"].as_u64() else {
+        return String::new();
+    };
+    let source = config["source"]
+        .as_str()
+        .map_or_else(|| "environment only".to_string(), |p| format!("from {p}"));
+    let mut out = format!("config generation {generation}, {source}\n");
+    let last = &config["lastReload"];
+    if let Some(result) = last["result"].as_str() {
+        let when = last["atUnix"]
+            .as_u64()
+            .map_or_else(|| NONE.to_string(), |t| age(now_unix.saturating_sub(t)));
+        let _ = write!(out, "       last reload {when} ago: {result}");
+        if let Some(e) = last["error"].as_str() {
+            let _ = write!(out, ": {e}");
+        }
+        out.push('\n');
+    }
+    let restart: Vec<&str> = list(&last["restartRequired"])
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    if !restart.is_empty() {
+        let _ = writeln!(
+            out,
+            "       changed but applied only at restart: {}",
+            restart.join(", ")
+        );
+    }
+    out
+}
+
+fn ec2_lines(ec2: &Value, now_unix: u64) -> String {
+    let errors = list(&ec2["lastErrors"]);
+    if errors.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("cloud  last {} errors\n", errors.len());
+    let mut table = Table::new(7, &["AGO", "OPERATION", "CODE", "MESSAGE"]);
+    for e in errors.iter().rev() {
+        table.row(vec![
+            e["atUnix"]
+                .as_u64()
+                .map_or_else(|| NONE.to_string(), |t| age(now_unix.saturating_sub(t))),
+            text(&e["operation"]).to_string(),
+            text(&e["code"]).to_string(),
+            text(&e["message"]).to_string(),
+        ]);
+    }
+    out.push_str(&table.render());
     out
 }
 
@@ -128,7 +233,7 @@ fn pool_lines(pool: &Value) -> String {
         None => "state unknown",
     };
     let mut out = format!(
-        "pool   {} used, {} free, {} warm of {} max  ({state})\n",
+        "pool   {} used, {} free, {} in pool of {} max  ({state})\n",
         number(&pool["used"]),
         number(&pool["free"]),
         number(&pool["total"]),
@@ -316,11 +421,54 @@ mod tests {
     }
 
     #[test]
+    fn shows_target_config_and_cloud_errors() {
+        let mut v = view();
+        v["pool"]["warm"] = json!(13);
+        v["pool"]["cooling"] = json!(3);
+        v["pool"]["target"] = json!(7);
+        v["config"] = json!({
+            "source": "/etc/vpc-cni/config", "generation": 2,
+            "pool": {"warmIpTarget": 5, "minimumIpTarget": null, "warmEniTarget": 1},
+            "lastReload": {"atUnix": NOW - 30, "result": "rejected",
+                           "error": "invalid WARM_IP_TARGET=\"x\": invalid digit",
+                           "restartRequired": ["MAX_ENI"]},
+        });
+        v["daemon"] = json!({"cloud": "sim", "mtu": 9001, "socket": "/run/vpc-cni/ipamd.sock",
+            "stateDir": "/var/lib/vpc-cni", "metricsAddr": null, "logFilter": "info", "logFormat": "json"});
+        v["ec2"] = json!({"lastErrors": [
+            {"atUnix": NOW - 120, "operation": "assign_ips", "code": "SubnetFull",
+             "message": "subnet subnet-1 has no free addresses left"},
+        ]});
+        let text = render_status_at(&v, NOW);
+        assert!(
+            text.contains(
+                "       free: 13 warm + 3 cooling; target 7 in pool (WARM_IP_TARGET=5, WARM_ENI_TARGET=1)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("config generation 2, from /etc/vpc-cni/config\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("daemon cloud sim, mtu 9001, socket /run/vpc-cni/ipamd.sock, state /var/lib/vpc-cni, metrics off, log info (json)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("last reload 30s ago: rejected: invalid WARM_IP_TARGET=\"x\""),
+            "{text}"
+        );
+        assert!(text.contains("applied only at restart: MAX_ENI"), "{text}");
+        assert!(text.contains("cloud  last 1 errors"), "{text}");
+        assert!(text.contains("2m") && text.contains("SubnetFull"), "{text}");
+    }
+
+    #[test]
     fn shows_node_and_pool_numbers() {
         let text = render_status_at(&view(), NOW);
         assert!(text.starts_with("node   i-0abc (m5.large)\n"), "{text}");
         assert!(
-            text.contains("pool   2 used, 16 free, 18 warm of 27 max  (ready)"),
+            text.contains("pool   2 used, 16 free, 18 in pool of 27 max  (ready)"),
             "{text}"
         );
         assert!(!text.contains("blocked"), "{text}");

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -116,12 +117,23 @@ struct State {
     detached_seen: HashMap<EniId, Instant>,
 }
 
+/// Where the pool counts leak collection and cloud-side reconcile.
+#[derive(Clone)]
+pub struct PoolEvents {
+    /// Leak collection (`eni_deleted`, `eni_delete_failed`).
+    pub leaks: crate::metrics::EventMetrics,
+    /// Reconcile with EC2 (`cloud_ips_returned`).
+    pub reconcile: crate::metrics::EventMetrics,
+}
+
 /// The pool controller.
 pub struct Pool {
     cloud: Arc<dyn Cloud>,
     alloc: Arc<Allocator>,
     linker: Arc<dyn EniLinker>,
-    settings: PoolSettings,
+    /// Swapped whole by live tuning ([`Self::update_settings`]); read
+    /// through [`Self::settings`] once per decision.
+    settings: ArcSwap<PoolSettings>,
     node: NodeInfo,
     limits: Limits,
     mtu: u32,
@@ -130,6 +142,8 @@ pub struct Pool {
     wake: Notify,
     grown: Notify,
     ready: AtomicBool,
+    /// Leak collection and cloud-side reconcile events (set by the daemon).
+    events: std::sync::OnceLock<PoolEvents>,
 }
 
 impl Pool {
@@ -161,7 +175,7 @@ impl Pool {
             cloud: cloud.clone(),
             alloc,
             linker,
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             node,
             limits,
             mtu,
@@ -180,6 +194,7 @@ impl Pool {
             wake: Notify::new(),
             grown: Notify::new(),
             ready: AtomicBool::new(false),
+            events: std::sync::OnceLock::new(),
         });
         for eni in cloud.enis().await? {
             if let Err(e) = pool.adopt(eni).await {
@@ -193,8 +208,8 @@ impl Pool {
             instance_type = %pool.node.limits.name,
             max_enis = pool.limits.max_enis,
             ips_per_eni = pool.limits.ips_per_eni,
-            prefix_delegation = pool.settings.prefix_delegation,
-            policy = ?pool.settings.policy,
+            prefix_delegation = pool.settings().prefix_delegation,
+            policy = ?pool.settings().policy,
             "pool started"
         );
         Ok(pool)
@@ -266,8 +281,31 @@ impl Pool {
     }
 
     /// The settings in force.
-    pub fn settings(&self) -> &PoolSettings {
-        &self.settings
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        self.settings.load_full()
+    }
+
+    /// Live tuning: new targets take effect at the next fill, which this
+    /// starts. Limits (`MAX_ENI`), the mode and the cooldown are fixed at start.
+    pub fn update_settings(&self, settings: PoolSettings) {
+        self.settings.store(Arc::new(settings));
+        self.nudge();
+    }
+
+    /// Counts leak collection and reconcile in these metrics.
+    pub fn observe_with(&self, events: PoolEvents) {
+        let _ = self.events.set(events);
+    }
+
+    fn leak_event(&self, kind: &'static str) {
+        if let Some(e) = self.events.get() {
+            e.leaks.event(kind, 1);
+        }
+    }
+
+    /// How many addresses the pool aims to hold now.
+    pub fn desired_total(&self) -> u32 {
+        self.target().total
     }
 
     /// Whether the first fill has finished (STATUS, "starting" answers).
@@ -325,9 +363,9 @@ impl Pool {
             self.node.limits.name,
             self.limits.max_enis,
             self.limits.ips_per_eni,
-            if self.settings.prefix_delegation { "prefixes" } else { "secondary IPs" },
+            if self.settings().prefix_delegation { "prefixes" } else { "secondary IPs" },
         );
-        if let Some(max) = self.settings.max_eni {
+        if let Some(max) = self.settings().max_eni {
             msg.push_str(&format!(", MAX_ENI={max}"));
         }
         msg.push(')');
@@ -352,8 +390,8 @@ impl Pool {
     fn raw_target(&self) -> Target {
         let used = self.alloc.usage().used as u32;
         let waiting = self.waiting.load(Ordering::Acquire);
-        match self.settings.policy {
-            WarmPolicy::Fixed => plan::fixed_target(&self.settings, &self.limits, used, waiting),
+        match self.settings().policy {
+            WarmPolicy::Fixed => plan::fixed_target(&self.settings(), &self.limits, used, waiting),
             WarmPolicy::Adaptive => {
                 let now = Instant::now();
                 let mut st = self.lock();
@@ -361,13 +399,13 @@ impl Pool {
                 let warm = if congested { 0 } else { st.model.warm(now) };
                 drop(st);
                 let demand = used.saturating_add(waiting);
-                let slack = if self.settings.prefix_delegation {
+                let slack = if self.settings().prefix_delegation {
                     PREFIX_SIZE
                 } else {
                     (warm / 2).max(2)
                 };
                 plan::finish(
-                    &self.settings,
+                    &self.settings(),
                     &self.limits,
                     demand,
                     demand.saturating_add(warm),
@@ -412,7 +450,7 @@ impl Pool {
     }
 
     fn grow_mode(&self) -> Grow {
-        if self.settings.prefix_delegation && !self.in_prefix_fallback() {
+        if self.settings().prefix_delegation && !self.in_prefix_fallback() {
             Grow::Prefixes
         } else {
             Grow::Ips
@@ -437,7 +475,7 @@ impl Pool {
                 total,
                 target,
                 self.grow_mode(),
-                plan::whole_eni(&self.settings),
+                plan::whole_eni(&self.settings()),
             ) else {
                 break;
             };
@@ -482,7 +520,7 @@ impl Pool {
         let due = self.lock().surplus.observe(
             step.is_some(),
             Instant::now(),
-            self.settings.release_delay,
+            self.settings().release_delay,
         );
         let Some(step) = step.filter(|_| due) else {
             return false;
@@ -641,11 +679,17 @@ impl Pool {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list detached ENIs");
+                if let Some(m) = self.events.get() {
+                    m.leaks.run(false);
+                }
                 return;
             }
         };
+        if let Some(m) = self.events.get() {
+            m.leaks.run(true);
+        }
         let now = Instant::now();
-        let grace = self.settings.leak_grace;
+        let grace = self.settings().leak_grace;
         let due: Vec<EniId> = {
             let mut st = self.lock();
             st.detached_seen
@@ -667,9 +711,13 @@ impl Pool {
             match self.cloud.delete_eni(&id).await {
                 Ok(()) => {
                     tracing::info!(eni = %id, "leaked ENI deleted");
+                    self.leak_event("eni_deleted");
                     self.lock().detached_seen.remove(&id);
                 }
-                Err(e) => tracing::warn!(eni = %id, error = %e, "leaked ENI not deleted"),
+                Err(e) => {
+                    self.leak_event("eni_delete_failed");
+                    tracing::warn!(eni = %id, error = %e, "leaked ENI not deleted")
+                }
             }
         }
     }
@@ -682,9 +730,15 @@ impl Pool {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "reconcile: could not list ENIs");
+                if let Some(m) = self.events.get() {
+                    m.reconcile.run(false);
+                }
                 return;
             }
         };
+        if let Some(m) = self.events.get() {
+            m.reconcile.run(true);
+        }
         let now = Instant::now();
         let mut due: Vec<(EniId, Vec<Ipv4Addr>)> = Vec::new();
         {
@@ -705,7 +759,7 @@ impl Pool {
                 for ip in strangers {
                     seen.insert(ip);
                     let first = *st.strangers.entry(ip).or_insert(now);
-                    if now.duration_since(first) >= self.settings.cooldown {
+                    if now.duration_since(first) >= self.settings().cooldown {
                         ripe.push(ip);
                     }
                 }
@@ -719,6 +773,9 @@ impl Pool {
             match self.cloud.unassign_ips(&eni, &ips).await {
                 Ok(()) => {
                     tracing::info!(eni = %eni, ips = ?ips, "addresses unknown locally returned");
+                    if let Some(m) = self.events.get() {
+                        m.reconcile.event("cloud_ips_returned", ips.len() as u64);
+                    }
                     let mut st = self.lock();
                     for ip in &ips {
                         st.strangers.remove(ip);
@@ -738,7 +795,7 @@ impl Pool {
     /// more failing cloud call.
     pub async fn run(self: Arc<Self>, resync: Duration) {
         let mut retry_at: Option<Instant> = None;
-        let mut next_reconcile = Instant::now() + jittered(self.settings.reconcile_interval);
+        let mut next_reconcile = Instant::now() + jittered(self.settings().reconcile_interval);
         let mut next_surplus = Instant::now() + SURPLUS_TICK;
         let mut leaks_checked = false;
         loop {
@@ -766,7 +823,7 @@ impl Pool {
             }
             if now >= next_reconcile {
                 self.reconcile().await;
-                next_reconcile = now + jittered(self.settings.reconcile_interval);
+                next_reconcile = now + jittered(self.settings().reconcile_interval);
             }
             let mut until = next_surplus.min(next_reconcile);
             if let Some(t) = retry_at {

@@ -163,7 +163,16 @@ pub fn plan(
     let cloud: HashMap<Ipv4Addr, u32> = inputs
         .enis
         .iter()
-        .flat_map(|e| e.secondary_ips.iter().map(move |ip| (*ip, e.device_index)))
+        .flat_map(|e| {
+            // Pod addresses come from secondary IPs and, with prefix
+            // delegation, from every address of the ENI's /28s.
+            let from_prefixes = e.prefixes.iter().flat_map(|p| p.iter());
+            e.secondary_ips
+                .iter()
+                .copied()
+                .chain(from_prefixes)
+                .map(move |ip| (ip, e.device_index))
+        })
         .collect();
     let kernel = &inputs.kernel;
     let mut seen: HashSet<RecordKey> = HashSet::new();

@@ -44,6 +44,7 @@ fn eni(index: u32, ips: &[Ipv4Addr]) -> Eni {
         },
         primary_ip: ip(4),
         secondary_ips: ips.to_vec(),
+        prefixes: Vec::new(),
     }
 }
 

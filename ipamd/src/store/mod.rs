@@ -135,6 +135,8 @@ pub struct Store<R> {
     shared: Arc<Shared<R>>,
     /// The generation [`Store::load`] found; [`Store::start`] writes the next.
     loaded_generation: Mutex<u64>,
+    /// Where the writer records each journal append (set before `start`).
+    metrics: std::sync::OnceLock<crate::metrics::CheckpointMetrics>,
 }
 
 /// A change handed to the writer. [`Commit::durable`] waits until it is on
@@ -179,6 +181,7 @@ impl<R: Record> Store<R> {
                 wake: Condvar::new(),
             }),
             loaded_generation: Mutex::new(0),
+            metrics: std::sync::OnceLock::new(),
         }))
     }
 
@@ -328,6 +331,12 @@ impl<R: Record> Store<R> {
         applied
     }
 
+    /// Records the latency and result of every journal append (write +
+    /// fsync) in `metrics`. Call before [`Self::start`].
+    pub fn observe_with(&self, metrics: crate::metrics::CheckpointMetrics) {
+        let _ = self.metrics.set(metrics);
+    }
+
     /// Writes a fresh snapshot of `records` (the next generation), removes
     /// older journals, and starts the writer thread. Call once, after
     /// reconcile decided what is true; changes queued before are written
@@ -344,6 +353,7 @@ impl<R: Record> Store<R> {
             allocated: JOURNAL_CHUNK,
             map,
             ops_since_snapshot: 0,
+            metrics: self.metrics.get().cloned(),
         };
         let shared = self.shared.clone();
         std::thread::Builder::new()
@@ -397,6 +407,7 @@ struct Writer<R> {
     /// What the snapshot plus the journal say: the next snapshot's content.
     map: BTreeMap<RecordKey, R>,
     ops_since_snapshot: usize,
+    metrics: Option<crate::metrics::CheckpointMetrics>,
 }
 
 impl<R: Record> Writer<R> {
@@ -428,12 +439,16 @@ impl<R: Record> Writer<R> {
                 }
                 buf.push(b'\n');
             }
+            let started = std::time::Instant::now();
             let written = self.append(&buf).map_err(|e| {
                 format!(
                     "{}: {e}",
                     self.dir.join(journal_name(self.generation)).display()
                 )
             });
+            if let Some(m) = &self.metrics {
+                m.observe_write(written.is_ok(), started.elapsed());
+            }
             if let Err(e) = &written {
                 tracing::error!(error = %e, "journal append failed");
             }

@@ -70,7 +70,11 @@ impl SimCloud {
                 device_index: e.device_index,
                 primary_ip: e.primary_ip,
                 secondary_ips: e.secondary_ips.clone(),
-                prefixes: e.prefixes.iter().map(|p| (p.network(), p.prefix())).collect(),
+                prefixes: e
+                    .prefixes
+                    .iter()
+                    .map(|p| (p.network(), p.prefix()))
+                    .collect(),
             })
             .collect();
         SavedNode {
