@@ -21,6 +21,28 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# --- EC2 end-to-end tests (issue 5) -----------------------------------------
+# nftables: ipamd programs SNAT with `nft` at start-up. moto[server]: the
+# real EC2 API on 127.0.0.1 that tests/tests/ec2_moto_privileged.rs runs
+# ipamd's `ec2` provider against.
+if ! command -v nft >/dev/null 2>&1; then
+    echo "setup: installing nftables"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends nftables >/dev/null
+fi
+if ! command -v moto_server >/dev/null 2>&1; then
+    echo "setup: installing moto[server]"
+    if ! command -v pip3 >/dev/null 2>&1 && ! command -v pip >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+    fi
+    pip_cmd=$(command -v pip3 || command -v pip)
+    "$pip_cmd" install -q "moto[server]" 2>/dev/null ||
+        "$pip_cmd" install -q --break-system-packages "moto[server]"
+fi
+# -----------------------------------------------------------------------------
 
 # --- manifests/ and charts/ checks (tests/tests/manifests.rs) ---------------
 # Offline tools in a virtualenv of their own: kubernetes-validate bundles the

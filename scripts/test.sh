@@ -9,8 +9,11 @@ scripts/setup.sh
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# The end-to-end tests exec target/debug/{vpc-cni,ipamd}.
-cargo build --workspace --bins --locked
+# The end-to-end tests exec target/debug/{vpc-cni,ipamd}. `--tests` gives
+# this build the same feature set as nextest's (dev-dependencies switch on
+# features of hyper, tower, serde...), so the AWS SDK under ipamd is
+# compiled once here and reused, not a second time for the tests.
+cargo build --workspace --bins --tests --locked
 cargo nextest run --workspace --locked --run-ignored all --no-fail-fast
 
 # Every test removes what it made; prove it.

@@ -115,6 +115,10 @@ pub struct Config {
     /// `VPC_CNI_VETH_REAP_DELAY_MS` (default 5000): how long after DEL a host
     /// veth the runtime did not remove (with its netns) is deleted by us.
     pub veth_reap_delay: Duration,
+    /// Settings of the `ec2` provider (`CLUSTER_NAME`, ...).
+    pub ec2: crate::cloud::ec2::Ec2Settings,
+    /// SNAT of traffic leaving the VPC (`AWS_VPC_K8S_CNI_EXTERNALSNAT`, ...).
+    pub snat: crate::dataplane::snat::SnatSettings,
     /// `VPC_CNI_LOG_LEVEL` (default `info`), or `RUST_LOG` for a full filter.
     pub log_filter: String,
     /// `VPC_CNI_LOG_FORMAT` (`text`, default, or `json`).
@@ -166,7 +170,7 @@ const MAX_COOLDOWN_SECS: u64 = 86_400;
 
 /// aws-node settings whose feature is not in this build yet: accepted and
 /// validated so an aws-node configuration still starts, and reported.
-const NOT_YET: &[&str] = &["AWS_VPC_K8S_CNI_EXTERNALSNAT"];
+const NOT_YET: &[&str] = &[];
 
 impl Config {
     /// Reads the process environment.
@@ -255,6 +259,10 @@ impl Config {
             },
             (None, None) => "info".to_string(),
         };
+        let ec2 = crate::cloud::ec2::Ec2Settings::from_vars(get)
+            .map_err(|(var, value, reason)| err(&var, &value, &reason))?;
+        let snat = crate::dataplane::snat::SnatSettings::from_vars(get)
+            .map_err(|(var, value, reason)| err(&var, &value, &reason))?;
         let log_format = match get("VPC_CNI_LOG_FORMAT") {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -303,6 +311,8 @@ impl Config {
             pool,
             budget: crate::cloud::budget::BudgetSettings::from_vars(&env)?,
             sim,
+            ec2,
+            snat,
             veth_reap_delay,
             log_filter,
             log_format,

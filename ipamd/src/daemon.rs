@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::cloud::ec2::Ec2Cloud;
 use crate::cloud::sim::{PersistentSim, SimConfig, VethFabric};
 use crate::cloud::Cloud;
 use crate::config::{CloudKind, Config};
@@ -36,6 +37,9 @@ pub enum StartError {
     /// The cloud provider.
     #[error("cloud: {0}")]
     Cloud(String),
+    /// SNAT of traffic leaving the VPC.
+    #[error("snat: {0}")]
+    Snat(#[from] crate::dataplane::snat::SnatError),
     /// Reconcile could not look at the node.
     #[error(transparent)]
     Reconcile(#[from] crate::reconcile::ReconcileError),
@@ -158,17 +162,22 @@ async fn start(
             .map_err(|e| StartError::Cloud(e.to_string()))?;
             Arc::new(sim)
         }
-        CloudKind::Ec2 => {
-            return Err(StartError::Cloud(
-                "VPC_CNI_CLOUD=ec2 is not available in this build yet; set VPC_CNI_CLOUD=sim for the embedded simulated VPC".into(),
-            ))
-        }
+        CloudKind::Ec2 => Arc::new(
+            Ec2Cloud::new(config.ec2.clone())
+                .await
+                .map_err(|e| StartError::Cloud(e.to_string()))?,
+        ),
     };
     // Innermost, so every call the provider makes is counted once; the
     // budget (buckets, backoff and retries) wraps it.
     let cloud: Arc<dyn Cloud> = Arc::new(MeteredCloud::new(cloud, metrics.ec2().clone()));
     store.observe_with(metrics.checkpoint().clone());
     let cloud: Arc<dyn Cloud> = Arc::new(crate::cloud::budget::Budget::new(cloud, config.budget));
+    let node = cloud
+        .node()
+        .await
+        .map_err(|e| StartError::Cloud(e.to_string()))?;
+    dataplane.setup_snat(&config.snat, &node.vpc_cidrs, node.primary_ip)?;
     let plan = crate::reconcile::prepare(
         &store,
         &dataplane,

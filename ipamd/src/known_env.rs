@@ -18,6 +18,12 @@ pub const KNOWN_ENV: &[&str] = &[
     "WARM_PREFIX_TARGET",
     "ENABLE_PREFIX_DELEGATION",
     "AWS_VPC_K8S_CNI_EXTERNALSNAT",
+    "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS",
+    "CLUSTER_NAME",
+    // The AWS SDK's own region settings (the `ec2` provider falls back to
+    // IMDS's region when neither is set).
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
     // Ours.
     "VPC_CNI_CLOUD",
     "VPC_CNI_SOCKET",
@@ -31,6 +37,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "VPC_CNI_SIM_API_LATENCY_MS",
     "VPC_CNI_DURABILITY",
     "VPC_CNI_AWS_NODE_CHECKPOINT",
+    "VPC_CNI_ENI_LINK_TIMEOUT_MS",
+    "VPC_CNI_EC2_TIMEOUT_MS",
     "VPC_CNI_LOG_FORMAT",
     "VPC_CNI_METRICS_ADDR",
     "VPC_CNI_CONFIG_PATH",
@@ -63,9 +71,7 @@ pub const KNOWN_ENV: &[&str] = &[
 /// NetworkPolicy source and mode, the warm pool's policy and release
 /// delay). When such a branch is merged the unit test below fails until the
 /// name is moved to [`KNOWN_ENV`].
-pub const PENDING_ENV: &[&str] = &[
-    "CLUSTER_NAME",
-];
+pub const PENDING_ENV: &[&str] = &[];
 
 /// Whether `name` is a variable ipamd reads (or will, see [`PENDING_ENV`]).
 pub fn is_known(name: &str) -> bool {

@@ -178,10 +178,11 @@ fn max_pods(args: &[String]) -> ExitCode {
     }
 }
 
-/// DescribeInstanceTypes through the `ec2` provider, for `max-pods` online.
-/// Integration point for the ec2 provider (issue 5, helper i5-ec2): return
-/// it here when `VPC_CNI_CLOUD=ec2` and credentials are available. Until
-/// then `max-pods` answers from the embedded table.
+/// DescribeInstanceTypes through the `ec2` provider, for `max-pods` online:
+/// only when `VPC_CNI_CLOUD=ec2` is set explicitly, so a machine without AWS
+/// credentials answers from the embedded table without waiting on the SDK's
+/// credential chain.
 fn online_instance_types() -> Option<Box<dyn ipamd::cloud::limits::InstanceTypes>> {
-    None
+    (std::env::var("VPC_CNI_CLOUD").as_deref() == Ok("ec2"))
+        .then(|| Box::new(ipamd::cloud::ec2::OnlineInstanceTypes) as Box<_>)
 }

@@ -48,6 +48,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
+pub mod ec2node;
+pub mod imds;
+pub mod moto;
+
 /// Prefix of every namespace and temporary directory this kit creates, so
 /// leftovers of a killed run can be recognised (and swept, see [`Netns::new`]).
 pub const PREFIX: &str = "vpccni-e2e";
@@ -510,7 +514,12 @@ impl Node {
     /// Starts the daemon without waiting for it to be ready (to see how it
     /// answers while it starts); [`Node::wait_ready`] waits later.
     pub fn spawn_with(extra_env: &[(&str, &str)]) -> Self {
-        let netns = Netns::new();
+        Self::spawn_in(Netns::new(), extra_env)
+    }
+
+    /// [`Node::spawn_with`] in a namespace the caller prepared (e.g. with
+    /// the ENI links of a cloud fixture); the node owns it from now on.
+    pub fn spawn_in(netns: Netns, extra_env: &[(&str, &str)]) -> Self {
         let dir = TempDir::new();
         let socket = dir.path().join("ipamd.sock");
         let log = dir.path().join("ipamd.log");

@@ -8,6 +8,7 @@
 
 pub mod bucket;
 pub mod budget;
+pub mod ec2;
 pub mod limits;
 pub mod sim;
 

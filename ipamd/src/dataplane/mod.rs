@@ -15,6 +15,7 @@ pub mod msg;
 pub mod naming;
 pub mod netns;
 pub mod nl;
+pub mod snat;
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -400,6 +401,32 @@ impl NetlinkDataplane {
             }
             Ok(())
         })
+    }
+
+    /// SNAT of traffic leaving the VPC ([`snat`]): the `vpc_cni_nat` table
+    /// and the rule that sends marked pod traffic out of the primary ENI,
+    /// both removed instead when SNAT is external. Start-up only.
+    pub fn setup_snat(
+        &self,
+        settings: &snat::SnatSettings,
+        vpc_cidrs: &[ipnetwork::Ipv4Network],
+        primary_ip: Ipv4Addr,
+    ) -> std::result::Result<(), snat::SnatError> {
+        snat::program(settings, vpc_cidrs, primary_ip)?;
+        let rule = |add| msg::mark_rule(add, snat::MARK, msg::MAIN_TABLE, snat::MARK_RULE_PRIORITY);
+        let req = if settings.external {
+            Req::new(
+                rule(false),
+                Create::No,
+                "delete rule fwmark 0x80 lookup main",
+            )
+            .tolerate(&[libc::ENOENT, libc::ESRCH])
+        } else {
+            Req::new(rule(true), Create::Excl, "add rule fwmark 0x80 lookup main")
+                .tolerate(&[libc::EEXIST])
+        };
+        self.with_node_socket(|node| Ok(node.request(req)?))
+            .map_err(|e| snat::SnatError::Rule(e.to_string()))
     }
 
     /// Brings up a secondary ENI's link (found by MAC) and fills its route

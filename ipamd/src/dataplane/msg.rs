@@ -255,6 +255,25 @@ pub fn rule(add: bool, ip: Ipv4Addr, from: bool, table: u32, priority: u32) -> R
     }
 }
 
+/// `ip rule add|del fwmark MARK/MARK lookup TABLE priority PRIORITY`.
+pub fn mark_rule(add: bool, mark: u32, table: u32, priority: u32) -> RouteNetlinkMessage {
+    let mut msg = RuleMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.action = RuleAction::ToTable;
+    if table < 256 {
+        msg.header.table = table as u8;
+    }
+    msg.attributes.push(RuleAttribute::FwMark(mark));
+    msg.attributes.push(RuleAttribute::FwMask(mark));
+    msg.attributes.push(RuleAttribute::Table(table));
+    msg.attributes.push(RuleAttribute::Priority(priority));
+    if add {
+        RouteNetlinkMessage::NewRule(msg)
+    } else {
+        RouteNetlinkMessage::DelRule(msg)
+    }
+}
+
 /// The index of a link message.
 pub fn link_index(msg: &RouteNetlinkMessage) -> Option<u32> {
     match msg {
