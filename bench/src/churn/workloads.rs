@@ -69,7 +69,7 @@ impl<T> Pair<T> {
 /// Who goes first in step `i`: alternates, so neither always runs right
 /// after the other.
 fn order(i: usize) -> [Impl; 2] {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         [Impl::Ours, Impl::Reference]
     } else {
         [Impl::Reference, Impl::Ours]

@@ -116,7 +116,7 @@ impl SubnetAddresses {
     /// blocks that fit in one word (a /28 is 16 bits), so a scan over a
     /// crowded /16 stays cheap.
     fn range_free(&self, start: u32, len: u32) -> bool {
-        if len <= 64 && start % len == 0 {
+        if len <= 64 && start.is_multiple_of(len) {
             let word = self.words[(start / 64) as usize];
             let mask = if len == 64 {
                 u64::MAX
