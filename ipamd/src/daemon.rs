@@ -189,7 +189,8 @@ async fn start(
     metrics.reconcile().run(plan.is_ok());
     let plan = plan?;
     count_reconcile(&metrics, &plan.report);
-    let pool = Pool::start(
+    let pool = Pool::start_for(
+        node,
         cloud,
         dataplane.clone(),
         startup.settings,

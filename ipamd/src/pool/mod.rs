@@ -160,6 +160,19 @@ impl Pool {
         held: &[(AttachmentKey, Ipv4Addr)],
     ) -> Result<Arc<Self>, CloudError> {
         let node = cloud.node().await?;
+        Self::start_for(node, cloud, linker, settings, mtu, held).await
+    }
+
+    /// [`Self::start`] for a node the caller has already read (the daemon
+    /// needs its identity earlier, for SNAT), so IMDS is asked once.
+    pub async fn start_for(
+        node: NodeInfo,
+        cloud: Arc<dyn Cloud>,
+        linker: Arc<dyn EniLinker>,
+        settings: PoolSettings,
+        mtu: u32,
+        held: &[(AttachmentKey, Ipv4Addr)],
+    ) -> Result<Arc<Self>, CloudError> {
         let limits = Limits::new(&node.limits, &settings);
         // Room for fallback /32s on top of prefixes.
         let alloc = Arc::new(Allocator::new(
