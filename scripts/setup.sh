@@ -22,7 +22,9 @@ if ((${#missing[@]})); then
 fi
 
 # --- EC2 end-to-end tests (issue 5) -----------------------------------------
-# nftables: ipamd programs SNAT with `nft` at start-up. moto[server]: the
+# nftables: ipamd programs SNAT with `nft` at start-up (NetworkPolicy goes
+# over netlink; the policy tests and the demo read its table back with
+# `nft list table inet vpc_cni`). moto[server]: the
 # real EC2 API on 127.0.0.1 that tests/tests/ec2_moto_privileged.rs runs
 # ipamd's `ec2` provider against.
 if ! command -v nft >/dev/null 2>&1; then
@@ -62,15 +64,6 @@ if ! "$k8s_venv/bin/python" -c 'import kubernetes_validate, helm_python' 2>/dev/
     "$k8s_venv/bin/pip" install --quiet --disable-pip-version-check "${k8s_tools[@]}"
 fi
 # --- end of manifests/ and charts/ checks -----------------------------------
-
-# NetworkPolicy (issue 7): the policy tests and the demo read the daemon's
-# table back with `nft list table inet vpc_cni`; ipamd itself never runs nft.
-if ! command -v nft >/dev/null 2>&1; then
-    echo "setup: installing nftables"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends nftables >/dev/null
-fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "setup: installing cargo-nextest"
