@@ -321,7 +321,17 @@ fn log_lines(dir: &Path, node: &str, needle: &str) -> Vec<String> {
 }
 
 fn main() -> ExitCode {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let mut quick = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            other => {
+                // A typo must not start a run that rewrites RESULTS.md.
+                eprintln!("usage: policy-bench [--quick] (run as root); unknown argument {other:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let o = Options {
         adds: if quick { 40 } else { 300 },
         changes: if quick { 2 } else { 7 },
@@ -533,7 +543,7 @@ fn render(
     );
     let _ = writeln!(
         s,
-        "Run {date} on {cpus} CPUs, Linux {kernel} (load average at the end {load}: other builds shared the machine, so compare the two columns, not absolute times). Two nodes in the same run, each `ipamd serve` on the simulated {INSTANCE_TYPE}: **off** (`VPC_CNI_POLICY_SOURCE=off`) and **on** (`dir:` source, strict mode) holding {} NetworkPolicies ({} per namespace, each with podSelector, namespaceSelector+podSelector with matchExpressions, ipBlock with except, numeric, named and endPort ports, ingress and egress) and {} pods of other nodes in {} namespaces, plus this node's pods.\n",
+        "Run {date} on {cpus} CPUs, Linux {kernel} (load average at the end {load}; machines here are shared, so compare the two columns of one run, not absolute times). Two nodes in the same run, each `ipamd serve` on the simulated {INSTANCE_TYPE}: **off** (`VPC_CNI_POLICY_SOURCE=off`) and **on** (`dir:` source, strict mode) holding {} NetworkPolicies ({} per namespace, each with podSelector, namespaceSelector+podSelector with matchExpressions, ipBlock with except, numeric, named and endPort ports, ingress and egress) and {} pods of other nodes in {} namespaces, plus this node's pods.\n",
         NAMESPACES * POLICIES_PER_NAMESPACE,
         POLICIES_PER_NAMESPACE,
         NAMESPACES * PODS_PER_NAMESPACE,
