@@ -327,7 +327,9 @@ fn main() -> ExitCode {
             "--quick" => quick = true,
             other => {
                 // A typo must not start a run that rewrites RESULTS.md.
-                eprintln!("usage: policy-bench [--quick] (run as root); unknown argument {other:?}");
+                eprintln!(
+                    "usage: policy-bench [--quick] (run as root); unknown argument {other:?}"
+                );
                 return ExitCode::from(2);
             }
         }
