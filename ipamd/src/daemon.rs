@@ -178,10 +178,15 @@ async fn start(
         .await
         .map_err(|e| StartError::Cloud(e.to_string()))?;
     dataplane.setup_snat(&config.snat, &node.vpc_cidrs, node.primary_ip)?;
+    // One inventory read serves reconcile and the pool.
+    let enis = cloud
+        .enis()
+        .await
+        .map_err(crate::reconcile::ReconcileError::from)?;
     let plan = crate::reconcile::prepare(
         &store,
         &dataplane,
-        cloud.as_ref(),
+        enis.clone(),
         &config.aws_node_checkpoint,
         config.mtu,
     )
@@ -191,6 +196,7 @@ async fn start(
     count_reconcile(&metrics, &plan.report);
     let pool = Pool::start_for(
         node,
+        enis,
         cloud,
         dataplane.clone(),
         startup.settings,

@@ -160,13 +160,16 @@ impl Pool {
         held: &[(AttachmentKey, Ipv4Addr)],
     ) -> Result<Arc<Self>, CloudError> {
         let node = cloud.node().await?;
-        Self::start_for(node, cloud, linker, settings, mtu, held).await
+        let enis = cloud.enis().await?;
+        Self::start_for(node, enis, cloud, linker, settings, mtu, held).await
     }
 
-    /// [`Self::start`] for a node the caller has already read (the daemon
-    /// needs its identity earlier, for SNAT), so IMDS is asked once.
+    /// [`Self::start`] for a node and ENIs the caller has already read (the
+    /// daemon needs the identity for SNAT and the ENIs for reconcile first),
+    /// so a start asks IMDS and EC2 once each.
     pub async fn start_for(
         node: NodeInfo,
+        enis: Vec<Eni>,
         cloud: Arc<dyn Cloud>,
         linker: Arc<dyn EniLinker>,
         settings: PoolSettings,
@@ -209,7 +212,7 @@ impl Pool {
             ready: AtomicBool::new(false),
             events: std::sync::OnceLock::new(),
         });
-        for eni in cloud.enis().await? {
+        for eni in enis {
             if let Err(e) = pool.adopt(eni).await {
                 // Retried by every fill; the pool reports itself blocked.
                 tracing::warn!(error = %e, "ENI attached but not usable yet");

@@ -477,12 +477,13 @@ pub enum ReconcileError {
     Task(String),
 }
 
-/// Reads everything reconcile compares (our checkpoint, or aws-node's when
-/// ours is absent; the kernel; the cloud) and plans. Logs what it found.
+/// Reads what reconcile compares (our checkpoint, or aws-node's when ours
+/// is absent; the kernel) and plans against `enis`, the cloud's view, which
+/// the caller read once for both this and the pool. Logs what it found.
 pub async fn prepare(
     store: &crate::store::Store<PodRecord>,
     dataplane: &Arc<NetlinkDataplane>,
-    cloud: &dyn crate::cloud::Cloud,
+    enis: Vec<Eni>,
     aws_node_checkpoint: &std::path::Path,
     default_mtu: u32,
 ) -> Result<Plan, ReconcileError> {
@@ -522,7 +523,7 @@ pub async fn prepare(
     inputs.kernel = tokio::task::spawn_blocking(move || KernelView::read(&dp))
         .await
         .map_err(|e| ReconcileError::Task(e.to_string()))??;
-    inputs.enis = cloud.enis().await?;
+    inputs.enis = enis;
     let dp = dataplane.clone();
     // Reading a pod's MAC enters its namespace: not on an async worker.
     let plan = tokio::task::spawn_blocking(move || {
