@@ -313,10 +313,15 @@ impl Pool {
         let _ = self.events.set(events);
     }
 
-    fn leak_event(&self, kind: &'static str) {
+    /// Runs `f` on the event metrics, once the daemon has set them.
+    fn with_events(&self, f: impl FnOnce(&PoolEvents)) {
         if let Some(e) = self.events.get() {
-            e.leaks.event(kind, 1);
+            f(e);
         }
+    }
+
+    fn leak_event(&self, kind: &'static str) {
+        self.with_events(|e| e.leaks.event(kind, 1));
     }
 
     /// How many addresses the pool aims to hold now.
@@ -691,19 +696,15 @@ impl Pool {
     /// Deletes detached ENIs tagged for this node once they are older than
     /// the grace period (by their creation tag, or since we first saw them).
     pub async fn collect_leaks(&self) {
-        let detached = match self.cloud.detached_enis().await {
+        let detached = self.cloud.detached_enis().await;
+        self.with_events(|e| e.leaks.run(detached.is_ok()));
+        let detached = match detached {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list detached ENIs");
-                if let Some(m) = self.events.get() {
-                    m.leaks.run(false);
-                }
                 return;
             }
         };
-        if let Some(m) = self.events.get() {
-            m.leaks.run(true);
-        }
         let now = Instant::now();
         let grace = self.settings().leak_grace;
         let due: Vec<EniId> = {
@@ -742,19 +743,15 @@ impl Pool {
     /// our ENIs that we do not know are returned once they have stayed
     /// unknown for the cooldown; then collects leaked ENIs.
     pub async fn reconcile(&self) {
-        let cloud = match self.cloud.enis().await {
+        let cloud = self.cloud.enis().await;
+        self.with_events(|e| e.reconcile.run(cloud.is_ok()));
+        let cloud = match cloud {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "reconcile: could not list ENIs");
-                if let Some(m) = self.events.get() {
-                    m.reconcile.run(false);
-                }
                 return;
             }
         };
-        if let Some(m) = self.events.get() {
-            m.reconcile.run(true);
-        }
         let now = Instant::now();
         let mut due: Vec<(EniId, Vec<Ipv4Addr>)> = Vec::new();
         {
@@ -789,9 +786,7 @@ impl Pool {
             match self.cloud.unassign_ips(&eni, &ips).await {
                 Ok(()) => {
                     tracing::info!(eni = %eni, ips = ?ips, "addresses unknown locally returned");
-                    if let Some(m) = self.events.get() {
-                        m.reconcile.event("cloud_ips_returned", ips.len() as u64);
-                    }
+                    self.with_events(|e| e.reconcile.event("cloud_ips_returned", ips.len() as u64));
                     let mut st = self.lock();
                     for ip in &ips {
                         st.strangers.remove(ip);
