@@ -130,7 +130,7 @@ pub struct LoggedCall {
 
 /// The calls in the plugin's log file (lines without `cmd=` are skipped).
 pub fn logged_calls(plugin_log: &Path) -> Vec<LoggedCall> {
-    let text = std::fs::read_to_string(plugin_log).unwrap_or_default();
+    let text = plugin_log_text(plugin_log);
     text.lines()
         .filter_map(|line| {
             Some(LoggedCall {
@@ -454,6 +454,22 @@ pub fn remove_cached_results(plugin_log: &Path) -> Vec<PathBuf> {
         }
     }
     removed
+}
+
+/// The plugin's log so far (empty before the first call), for failure
+/// messages and [`logged_calls`].
+pub fn plugin_log_text(plugin_log: &Path) -> String {
+    std::fs::read_to_string(plugin_log).unwrap_or_default()
+}
+
+/// The cgroup parent a test's runtime puts its containers under: named
+/// after the test's runtime directory, which is how
+/// [`clean_up_runtime_dir`] finds it again.
+pub fn cgroup_parent_of(dir: &Path) -> String {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .expect("the temp dir has an ASCII name")
+        .to_string()
 }
 
 /// Removes cgroup `/<name>` (and anything left below it) from every

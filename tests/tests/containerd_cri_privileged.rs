@@ -31,6 +31,7 @@ use k8s_cri::v1::{
 use serde_json::Value;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
+use vpc_cni_e2e::runtimes;
 use vpc_cni_e2e::runtimes::{
     clean_up_runtime_dir, cni_bin_dir, image_archive, logged_calls, require_programs,
     stale_runtime_dirs, vpc_conflist, write_json, NsDaemon, BUSYBOX_IMAGE, PAUSE_IMAGE, PLUGIN_LOG,
@@ -188,7 +189,7 @@ impl Containerd {
             linux: Some(LinuxPodSandboxConfig {
                 // As kubelet's kubepods: a parent of the test's own, removed
                 // at teardown (runc removes only the sandbox's cgroup).
-                cgroup_parent: format!("/{}", self.cgroup_parent()),
+                cgroup_parent: format!("/{}", runtimes::cgroup_parent_of(self.dir.path())),
                 ..Default::default()
             }),
             ..Default::default()
@@ -222,7 +223,7 @@ impl Containerd {
                     "RunPodSandbox {ns}/{name}: {}: {}\nplugin log:\n{}",
                     status.code(),
                     status.message(),
-                    self.plugin_log_text()
+                    runtimes::plugin_log_text(&self.plugin_log)
                 ),
                 Err(_) => panic!("RunPodSandbox {ns}/{name}: no answer within {CALL_TIMEOUT:?}"),
             })
@@ -350,20 +351,6 @@ impl Containerd {
     fn list_sandboxes(&mut self) -> Result<Vec<String>, String> {
         self.call(|mut c| async move { c.list_pod_sandbox(ListPodSandboxRequest::default()).await })
             .map(|r| r.items.into_iter().map(|s| s.id).collect())
-    }
-
-    /// The sandboxes' parent cgroup: named after the test's directory.
-    fn cgroup_parent(&self) -> String {
-        self.dir
-            .path()
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("the temp dir has an ASCII name")
-            .to_string()
-    }
-
-    fn plugin_log_text(&self) -> String {
-        std::fs::read_to_string(&self.plugin_log).unwrap_or_default()
     }
 }
 
@@ -702,7 +689,7 @@ fn cri_sandboxes_get_vpc_addresses_reach_each_other_and_release_them() {
             [("ADD", false), ("DEL", false), ("DEL", true)],
             "calls for {}:\n{}",
             sb.id,
-            ctd.plugin_log_text()
+            runtimes::plugin_log_text(&ctd.plugin_log)
         );
         let add = calls
             .iter()

@@ -16,6 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use vpc_cni_e2e::runtimes;
 use vpc_cni_e2e::runtimes::{
     clean_up_runtime_dir, cni_bin_dir, image_archive, logged_calls, require_programs,
     stale_runtime_dirs, vpc_conflist, write_json, BUSYBOX_IMAGE, PLUGIN_LOG,
@@ -129,7 +130,7 @@ impl Podman {
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            self.plugin_log_text()
+            runtimes::plugin_log_text(&self.plugin_log)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -137,7 +138,7 @@ impl Podman {
     /// Starts a detached busybox container on our network; returns its id.
     #[track_caller]
     fn run_container(&self, name: &str, command: &[&str]) -> String {
-        let parent = format!("/{}", self.cgroup_parent());
+        let parent = format!("/{}", runtimes::cgroup_parent_of(self.dir.path()));
         let mut args = vec![
             "run",
             "--detach",
@@ -172,21 +173,6 @@ impl Podman {
     /// `podman exec <name> sh -c <script>`.
     fn exec(&self, name: &str, script: &str) -> Output {
         self.run(&["exec", name, "sh", "-c", script])
-    }
-
-    /// Cgroups of the containers go under `/<this>`, named after the
-    /// test's directory, so teardown can remove them.
-    fn cgroup_parent(&self) -> String {
-        self.dir
-            .path()
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("the temp dir has an ASCII name")
-            .to_string()
-    }
-
-    fn plugin_log_text(&self) -> String {
-        std::fs::read_to_string(&self.plugin_log).unwrap_or_default()
     }
 }
 
@@ -370,7 +356,7 @@ fn podman_containers_get_vpc_addresses_reach_each_other_and_release_them() {
         assert!(
             c.line.contains(" result=ok"),
             "a call failed:\n{}",
-            pm.plugin_log_text()
+            runtimes::plugin_log_text(&pm.plugin_log)
         );
         by_container
             .entry(c.container.as_str())
@@ -384,7 +370,7 @@ fn podman_containers_get_vpc_addresses_reach_each_other_and_release_them() {
         assert!(
             adds == 1 && dels >= 1,
             "calls for {id}: {cmds:?}\n{}",
-            pm.plugin_log_text()
+            runtimes::plugin_log_text(&pm.plugin_log)
         );
         let add = calls
             .iter()
