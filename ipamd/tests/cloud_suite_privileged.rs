@@ -211,29 +211,9 @@ fn suite_on_ec2_against_moto() {
     // forwarder there.
     let (moto_addr, subnet, leak_for) = (ec2.addr(), vpc.subnet_id.clone(), instance_id.clone());
     let leak: Leak = Box::new(move || {
-        let xml = vpc_cni_e2e::moto::query(
-            moto_addr,
-            "CreateNetworkInterface",
-            &[
-                ("SubnetId", subnet.clone()),
-                (
-                    "TagSpecification.1.ResourceType",
-                    "network-interface".into(),
-                ),
-                (
-                    "TagSpecification.1.Tag.1.Key",
-                    "cluster.k8s.amazonaws.com/name".into(),
-                ),
-                ("TagSpecification.1.Tag.1.Value", CLUSTER.into()),
-                (
-                    "TagSpecification.1.Tag.2.Key",
-                    "node.k8s.amazonaws.com/instance_id".into(),
-                ),
-                ("TagSpecification.1.Tag.2.Value", leak_for.clone()),
-            ],
-        )
-        .expect("create a leaked ENI");
-        EniId(vpc_cni_e2e::moto::first_text(&xml, "networkInterfaceId").expect("ENI id"))
+        EniId(vpc_cni_e2e::moto::create_tagged_eni(
+            moto_addr, &subnet, CLUSTER, &leak_for, None,
+        ))
     });
     let ns2 = ns.clone();
     in_netns(&ns, move |rt| {

@@ -91,6 +91,41 @@ impl Moto {
     }
 }
 
+/// Creates a detached ENI in `subnet` tagged as ipamd tags its own (cluster,
+/// node and, when given, creation time), as a crash between create and
+/// attach would leave it; returns its id.
+pub fn create_tagged_eni(
+    addr: SocketAddr,
+    subnet: &str,
+    cluster: &str,
+    instance: &str,
+    created_at: Option<&str>,
+) -> String {
+    let mut tags = vec![
+        ("cluster.k8s.amazonaws.com/name", cluster),
+        ("node.k8s.amazonaws.com/instance_id", instance),
+    ];
+    tags.extend(created_at.map(|c| ("node.k8s.amazonaws.com/createdAt", c)));
+    let mut params = vec![
+        ("SubnetId".to_string(), subnet.to_string()),
+        (
+            "TagSpecification.1.ResourceType".to_string(),
+            "network-interface".to_string(),
+        ),
+    ];
+    for (i, (k, v)) in tags.into_iter().enumerate() {
+        let n = i + 1;
+        params.push((format!("TagSpecification.1.Tag.{n}.Key"), k.to_string()));
+        params.push((format!("TagSpecification.1.Tag.{n}.Value"), v.to_string()));
+    }
+    let params: Vec<(&str, String)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let xml = query(addr, "CreateNetworkInterface", &params).expect("create a tagged ENI");
+    first_text(&xml, "networkInterfaceId").expect("ENI id")
+}
+
 /// One EC2 Query call to the moto at `addr` (for fixture threads that hold
 /// only the address); the XML answer, or the error document.
 pub fn query(addr: SocketAddr, action: &str, params: &[(&str, String)]) -> Result<String, String> {

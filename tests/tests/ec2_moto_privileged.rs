@@ -321,32 +321,13 @@ fn leaked_detached_eni_is_collected_and_others_are_kept() {
     let (moto, vpc) = setup();
     let (instance_id, primary) = vpc.run_instance(&moto, "m5.large");
     let create = |instance: &str, created_at: &str| -> String {
-        let xml = moto.call(
-            "CreateNetworkInterface",
-            &[
-                ("SubnetId", vpc.subnet_id.clone()),
-                (
-                    "TagSpecification.1.ResourceType",
-                    "network-interface".into(),
-                ),
-                (
-                    "TagSpecification.1.Tag.1.Key",
-                    "cluster.k8s.amazonaws.com/name".into(),
-                ),
-                ("TagSpecification.1.Tag.1.Value", CLUSTER.into()),
-                (
-                    "TagSpecification.1.Tag.2.Key",
-                    "node.k8s.amazonaws.com/instance_id".into(),
-                ),
-                ("TagSpecification.1.Tag.2.Value", instance.into()),
-                (
-                    "TagSpecification.1.Tag.3.Key",
-                    "node.k8s.amazonaws.com/createdAt".into(),
-                ),
-                ("TagSpecification.1.Tag.3.Value", created_at.into()),
-            ],
-        );
-        vpc_cni_e2e::moto::first_text(&xml, "networkInterfaceId").expect("ENI id")
+        vpc_cni_e2e::moto::create_tagged_eni(
+            moto.addr(),
+            &vpc.subnet_id,
+            CLUSTER,
+            instance,
+            Some(created_at),
+        )
     };
     // Ours and old (a crash between create and attach, an hour ago).
     let leaked = create(&instance_id, "2020-01-01T00:00:00Z");
