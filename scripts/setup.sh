@@ -65,6 +65,17 @@ if ! "$k8s_venv/bin/python" -c 'import kubernetes_validate, helm_python' 2>/dev/
 fi
 # --- end of manifests/ and charts/ checks -----------------------------------
 
+# The release plugin is a static musl binary (scripts/build-release.sh):
+# faster to start than glibc's static build. Without network access this
+# may fail; the release build then falls back to glibc.
+musl_target="$(uname -m)-unknown-linux-musl"
+if command -v rustup >/dev/null 2>&1 &&
+    ! rustup target list --installed 2>/dev/null | grep -qx "$musl_target"; then
+    echo "setup: adding the $musl_target target (static plugin)"
+    rustup target add "$musl_target" >/dev/null 2>&1 ||
+        echo "setup: could not add $musl_target; release builds link the plugin against glibc" >&2
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "setup: installing cargo-nextest"
     cargo install --locked cargo-nextest >/dev/null

@@ -70,7 +70,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Some(addr) => Some(http::bind(addr).await?),
         None => None,
     };
-    let listener = server::bind(&config.socket).await?;
+    let listener = server::bind(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "listening");
     let metrics = Arc::new(Metrics::new());
     let slot: ServiceSlot = Arc::new(OnceLock::new());

@@ -5,8 +5,8 @@
 //! it to the pod service ([`pod`]): the service takes an address from the
 //! allocator ([`alloc`]), wires the pod through netlink ([`dataplane`]) and
 //! records the allocation ([`store`]). The warm pool ([`pool`]) keeps free
-//! addresses on the node's ENIs through the [`cloud`] trait (the embedded
-//! simulator today, EC2 later). Start reading at [`serve`].
+//! addresses on the node's ENIs through the [`cloud`] trait (EC2, or the
+//! embedded simulator). Start reading at [`serve`].
 #![warn(missing_docs)]
 
 pub mod alloc;
@@ -23,10 +23,12 @@ pub mod metrics;
 pub mod pod;
 pub mod policy;
 pub mod pool;
+pub mod reaper;
 pub mod reconcile;
 pub mod server;
 pub mod store;
 pub mod sysctl;
+pub mod timing;
 pub mod tuning;
 
 pub use daemon::serve;

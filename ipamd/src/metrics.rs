@@ -627,6 +627,7 @@ pub struct Metrics {
     pool: PoolMetrics,
     config: ConfigMetrics,
     samplers: Mutex<Vec<Sampler>>,
+    timings: crate::timing::CallTimings,
 }
 
 impl Default for Metrics {
@@ -926,6 +927,7 @@ impl Metrics {
             pool,
             config,
             samplers: Mutex::new(Vec::new()),
+            timings: Default::default(),
         }
     }
 
@@ -936,6 +938,10 @@ impl Metrics {
     /// Cloud API calls.
     pub fn ec2(&self) -> &Ec2Metrics {
         &self.ec2
+    }
+    /// Where the time of CNI calls goes inside ipamd, per phase.
+    pub fn timings(&self) -> &crate::timing::CallTimings {
+        &self.timings
     }
     /// Checkpoint writes.
     pub fn checkpoint(&self) -> &CheckpointMetrics {

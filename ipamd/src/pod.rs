@@ -20,12 +20,14 @@ use serde_json::{json, Value};
 
 use crate::alloc::{Allocator, AttachmentKey, Lease};
 use crate::dataplane::netns::NetnsError;
-use crate::dataplane::{naming, DataplaneError, NetlinkDataplane, PodNet, Wired, POD_GATEWAY};
+use crate::dataplane::{naming, DataplaneError, NetlinkDataplane, PodNet, VethMacs, POD_GATEWAY};
 use crate::metrics::Metrics;
 use crate::policy::engine::{Engine as PolicyEngine, Mode as PolicyMode};
 use crate::policy::ir::PodKey;
 use crate::pool::{eni_table, Pool};
-use crate::store::{Record, Store};
+use crate::reaper::Reaper;
+use crate::store::{Record, RecordKey, Store};
+use crate::timing::{Laps, Phase};
 
 /// How long an ADD that found the pool empty waits for it to grow.
 const GROWTH_WAIT: Duration = Duration::from_secs(5);
@@ -92,7 +94,7 @@ pub struct PodService {
     store: Arc<Store<PodRecord>>,
     metrics: Arc<Metrics>,
     mtu: u32,
-    reap_delay: Duration,
+    reaper: Reaper,
     entries: Mutex<HashMap<AttachmentKey, Entry>>,
     /// Sections other subsystems add to `ipamd status` (config, policy, ...).
     sections: Mutex<Vec<(&'static str, StatusSection)>>,
@@ -109,6 +111,8 @@ struct Rollback<'a> {
     armed: bool,
     /// Host veth whose policy elements ADD installed.
     policy_veth: Option<String>,
+    /// Whether ADD queued its record to the journal.
+    journaled: bool,
 }
 
 impl Drop for Rollback<'_> {
@@ -116,6 +120,16 @@ impl Drop for Rollback<'_> {
         if self.armed {
             if let (Some(engine), Some(veth)) = (&self.service.policy, &self.policy_veth) {
                 engine.pod_deleted(veth);
+            }
+            if self.journaled {
+                // Queued before the address goes back, so a later ADD's
+                // record of it follows this one. Nobody waits for it: a crash
+                // before it is durable leaves a record whose wiring was never
+                // confirmed, which reconcile releases.
+                let _ = self.service.store.del(RecordKey {
+                    container_id: self.key.container_id.clone(),
+                    ifname: self.key.ifname.clone(),
+                });
             }
             self.service.alloc.release(self.key);
             self.service.entries().remove(self.key);
@@ -137,11 +151,11 @@ impl PodService {
         Self {
             alloc,
             pool,
+            reaper: Reaper::start(dataplane.clone(), reap_delay),
             dataplane,
             store,
             metrics,
             mtu,
-            reap_delay,
             entries: Mutex::new(HashMap::new()),
             sections: Mutex::new(Vec::new()),
             policy: None,
@@ -190,8 +204,19 @@ impl PodService {
         self.entries.lock().expect("pod table poisoned")
     }
 
-    /// Dispatches one CNI request.
-    pub async fn handle(&self, req: Request) -> Result<Value, CniError> {
+    /// What follows a call once its answer is written: its phases go to
+    /// the `timings` of `ipamd status`, and after an ADD the warm pool
+    /// re-checks its target. Waking the pool's task earlier would let it
+    /// take the CPU from the call (it does on a busy 2-CPU node).
+    pub fn after_answer(&self, command: cni_plugin::wire::Command, laps: &Laps) {
+        self.metrics.timings().record(command, laps);
+        if command == cni_plugin::wire::Command::Add {
+            self.pool.nudge();
+        }
+    }
+
+    /// Dispatches one CNI request; `laps` times its phases.
+    pub async fn handle(&self, req: Request, laps: &mut Laps) -> Result<Value, CniError> {
         use cni_plugin::wire::Command;
         use tracing::Instrument;
         let started = Instant::now();
@@ -208,8 +233,8 @@ impl PodService {
         );
         let out = async {
             match command {
-                Command::Add => self.add(req).await,
-                Command::Del => self.del(req).await.map(|()| json!({})),
+                Command::Add => self.add(req, laps).await,
+                Command::Del => self.del(req, laps).await.map(|()| json!({})),
                 Command::Check => self.check(req).await.map(|()| json!({})),
                 Command::Status => self.status().map(|()| json!({})),
                 Command::Gc => self.gc(req).await.map(|()| json!({})),
@@ -223,11 +248,12 @@ impl PodService {
             started.elapsed(),
             out.as_ref().err().map(|e| e.code),
         );
+        laps.lap(Phase::Finish);
         out
     }
 
     /// CNI ADD.
-    pub async fn add(&self, req: Request) -> Result<Value, CniError> {
+    pub async fn add(&self, req: Request, laps: &mut Laps) -> Result<Value, CniError> {
         require(&req.container_id, "CNI_CONTAINERID")?;
         require(&req.ifname, "CNI_IFNAME")?;
         require(&req.netns, "CNI_NETNS")?;
@@ -268,9 +294,11 @@ impl PodService {
             key: &key,
             armed: true,
             policy_veth: None,
+            journaled: false,
         };
+        laps.lap(Phase::Begin);
         let lease = self.allocate(&key).await?;
-        self.pool.nudge();
+        laps.lap(Phase::Alloc);
         let pod = PodNet {
             netns: req.netns.clone(),
             ifname: req.ifname.clone(),
@@ -291,12 +319,9 @@ impl PodService {
                 mtu,
             ),
         };
-        self.add_policy(&req, &pod.host_ifname)?;
-        rollback.policy_veth = Some(pod.host_ifname.clone());
-        let wired =
-            blocking(|| self.dataplane.add_pod(&pod)).map_err(|e| dataplane_error(e, "ADD"))?;
-        let result = add_result(&pod, &wired);
-        let record = PodRecord {
+        let macs = VethMacs::random();
+        let result = add_result(&pod, macs);
+        let mut record = PodRecord {
             container_id: req.container_id.clone(),
             ifname: req.ifname.clone(),
             netns: req.netns.clone(),
@@ -305,21 +330,38 @@ impl PodService {
             addr: lease.addr,
             eni_index: lease.eni_index,
             host_ifname: pod.host_ifname.clone(),
-            host_ifindex: wired.host_ifindex,
+            host_ifindex: crate::reconcile::WIRING_PENDING,
             mtu,
             created_unix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             result: Arc::new(result.clone()),
         };
-        // Queued before the entry is Ready and the rollback disarmed, so
-        // the journal orders it after any DEL that freed this address.
+        // Journaled before the wiring, so its fsync runs while the kernel
+        // works: ADD then waits for whichever of the two takes longer, not
+        // for both. Until the wiring is confirmed the record names no host
+        // veth index (see `reconcile::WIRING_PENDING`). Queued after the
+        // address was taken, so the journal orders it after any DEL that
+        // freed this address.
         let commit = self.store.put(record.clone());
+        rollback.journaled = true;
+        self.add_policy(&req, &pod.host_ifname)?;
+        rollback.policy_veth = Some(pod.host_ifname.clone());
+        laps.lap(Phase::Policy);
+        let wired = blocking(|| self.dataplane.add_pod(&pod, macs, laps))
+            .map_err(|e| dataplane_error(e, "ADD"))?;
+        record.host_ifindex = wired.host_ifindex;
+        // The index can be read back from the kernel after a crash: no
+        // fsync of its own.
+        self.store.put_lazy(record.clone());
         self.entries().insert(key.clone(), Entry::Ready(record));
         rollback.armed = false;
         // ADD answers only once its allocation is durable (group commit:
         // concurrent ADDs share the fsync).
-        if let Err(e) = commit.durable().await {
+        laps.lap(Phase::Finish);
+        let durable = commit.durable().await;
+        laps.lap(Phase::Journal);
+        if let Err(e) = durable {
             tracing::error!(error = %e, "allocation not durable; undoing the ADD");
             self.undo_add(&key);
             return Err(CniError::new(
@@ -335,7 +377,7 @@ impl PodService {
     /// durable: answering success for it would break the promise that a
     /// successful ADD survives a crash.
     fn undo_add(&self, key: &AttachmentKey) {
-        let Ok(Some(rec)) = self.begin_delete(key) else {
+        let Ok(Some((rec, _commit))) = self.begin_delete(key) else {
             return;
         };
         let (addr, table, index) = (rec.addr, eni_table(rec.eni_index), rec.host_ifindex);
@@ -344,7 +386,7 @@ impl PodService {
             self.dataplane.del_pod(addr, table, index)?;
             self.dataplane.reap_link(index, &name)
         });
-        let _ = self.finish_delete(key, rec, unwired.is_ok());
+        self.finish_delete(key, rec, unwired.is_ok());
     }
 
     /// An address for `key`. When the pool is empty but can still grow, waits
@@ -388,7 +430,7 @@ impl PodService {
     /// delete it then. Deleting it here would make every DEL wait ≈ 20 ms for
     /// the kernel's RCU grace period under the RTNL lock — the reason the
     /// reference `ptp` plugin's DEL is slow.
-    pub async fn del(&self, req: Request) -> Result<(), CniError> {
+    pub async fn del(&self, req: Request, laps: &mut Laps) -> Result<(), CniError> {
         require(&req.container_id, "CNI_CONTAINERID")?;
         let ifname = if req.ifname.is_empty() {
             "eth0"
@@ -396,7 +438,7 @@ impl PodService {
             &req.ifname
         };
         let key = AttachmentKey::new(&req.container_id, ifname);
-        let Some(record) = self.begin_delete(&key)? else {
+        let Some((record, commit)) = self.begin_delete(&key)? else {
             tracing::debug!("DEL for an unknown attachment: nothing to do");
             return Ok(());
         };
@@ -405,26 +447,33 @@ impl PodService {
             eni_table(record.eni_index),
             record.host_ifindex,
         );
+        laps.lap(Phase::Begin);
         let unwired = blocking(|| self.dataplane.del_pod(addr, table, index));
-        let commit = self.finish_delete(&key, record.clone(), unwired.is_ok());
+        laps.lap(Phase::Veth);
+        let ok = unwired.is_ok();
+        self.finish_delete(&key, record.clone(), ok);
         unwired.map_err(|e| dataplane_error(e, "DEL"))?;
+        laps.lap(Phase::Finish);
         // DEL answers once the release is durable: a crash after it must
         // not bring back an allocation the runtime was told is gone.
-        if let Some(commit) = commit {
-            commit
-                .durable()
-                .await
-                .map_err(|e| CniError::new(code::INTERNAL, format!("DEL not recorded: {e}")))?;
-        }
-        self.schedule_reap(record.host_ifindex, record.host_ifname.clone());
+        let durable = commit.durable().await;
+        laps.lap(Phase::Journal);
+        durable.map_err(|e| CniError::new(code::INTERNAL, format!("DEL not recorded: {e}")))?;
+        self.reaper
+            .schedule(record.host_ifindex, record.host_ifname.clone());
         tracing::info!(ip = %addr, "pod deleted");
         Ok(())
     }
 
     /// Claims an attachment for removal (Ready → Deleting), so a concurrent
     /// DEL or GC of the same attachment cannot unwire it twice — the second
-    /// could remove what a new pod got since. `None` if it is unknown.
-    fn begin_delete(&self, key: &AttachmentKey) -> Result<Option<PodRecord>, CniError> {
+    /// could remove what a new pod got since — and queues its release to the
+    /// journal at once, so the fsync runs while the kernel unwires it.
+    /// `None` if it is unknown.
+    fn begin_delete(
+        &self,
+        key: &AttachmentKey,
+    ) -> Result<Option<(PodRecord, crate::store::Commit)>, CniError> {
         let mut entries = self.entries();
         match entries.get(key) {
             None => Ok(None),
@@ -437,7 +486,10 @@ impl PodService {
                 format!("a DEL for container {} is in progress", key.container_id),
             )),
             Some(Entry::Ready(_)) => match entries.insert(key.clone(), Entry::Deleting) {
-                Some(Entry::Ready(rec)) => Ok(Some(rec)),
+                Some(Entry::Ready(rec)) => {
+                    let commit = self.store.del(rec.key());
+                    Ok(Some((rec, commit)))
+                }
                 _ => unreachable!("checked Ready under the same lock"),
             },
         }
@@ -445,48 +497,24 @@ impl PodService {
 
     /// Ends what [`Self::begin_delete`] started: forgets the attachment and
     /// frees its address under the same lock (so no ADD of the same key sees
-    /// one without the other), or puts it back if unwiring failed.
-    /// The release is queued to the journal before the address goes back
+    /// one without the other), or, if unwiring failed, records it again and
+    /// puts it back. The release was journaled before the address goes back
     /// to the allocator, so an ADD that gets the address next is journaled
     /// after it.
-    fn finish_delete(
-        &self,
-        key: &AttachmentKey,
-        record: PodRecord,
-        unwired: bool,
-    ) -> Option<crate::store::Commit> {
+    fn finish_delete(&self, key: &AttachmentKey, record: PodRecord, unwired: bool) {
         let mut entries = self.entries();
         if unwired {
-            let commit = self.store.del(record.key());
             entries.remove(key);
             self.alloc.release(key);
             if let Some(engine) = &self.policy {
                 engine.pod_deleted(&record.host_ifname);
             }
-            Some(commit)
         } else {
+            // Still wired: undo the journaled release. Lazily: if a crash
+            // loses it, reconcile rebuilds the pod from its veth's alias.
+            self.store.put_lazy(record.clone());
             entries.insert(key.clone(), Entry::Ready(record));
-            None
         }
-    }
-
-    fn schedule_reap(&self, index: u32, name: String) {
-        let dp = self.dataplane.clone();
-        let delay = self.reap_delay;
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let n = name.clone();
-            match tokio::task::spawn_blocking(move || dp.reap_link(index, &n)).await {
-                Ok(Ok(true)) => {
-                    tracing::debug!(host_veth = %name, "reaped host veth the runtime left behind")
-                }
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(host_veth = %name, error = %e, "could not reap host veth")
-                }
-                Err(e) => tracing::warn!(error = %e, "reap task failed"),
-            }
-        });
     }
 
     /// CNI CHECK: the attachment exists and the kernel matches it.
@@ -557,7 +585,7 @@ impl PodService {
         let mut failures = Vec::new();
         for key in &stale {
             // Skipped if a DEL got there first, or it is no longer Ready.
-            let Ok(Some(rec)) = self.begin_delete(key) else {
+            let Ok(Some((rec, commit))) = self.begin_delete(key) else {
                 continue;
             };
             let (addr, table, index) = (rec.addr, eni_table(rec.eni_index), rec.host_ifindex);
@@ -569,7 +597,8 @@ impl PodService {
                 self.dataplane.reap_link(index, &name)
             });
             let ok = unwired.is_ok();
-            if let Some(commit) = self.finish_delete(key, rec, ok) {
+            self.finish_delete(key, rec, ok);
+            if ok {
                 if let Err(e) = commit.durable().await {
                     failures.push(format!("{}: {e}", key.container_id));
                 }
@@ -661,6 +690,7 @@ impl PodService {
             "enis": enis,
             "pods": self.records(),
             "metrics": self.metrics.snapshot(),
+            "timings": self.metrics.timings().snapshot(),
             "ec2": { "lastErrors": self.metrics.ec2().last_errors() },
         });
         for (name, render) in self
@@ -768,19 +798,19 @@ fn dataplane_error(e: DataplaneError, what: &str) -> CniError {
 }
 
 /// The CNI result of an ADD that wired `pod` (also rebuilt by reconcile).
-pub(crate) fn add_result(pod: &PodNet, wired: &Wired) -> Value {
+pub(crate) fn add_result(pod: &PodNet, macs: VethMacs) -> Value {
     let result = AddResult {
         cni_version: CURRENT_VERSION.to_string(),
         interfaces: vec![
             Interface {
                 name: pod.host_ifname.clone(),
-                mac: wired.host_mac.to_string(),
+                mac: macs.host.to_string(),
                 mtu: Some(pod.mtu),
                 sandbox: None,
             },
             Interface {
                 name: pod.ifname.clone(),
-                mac: wired.pod_mac.to_string(),
+                mac: macs.pod.to_string(),
                 mtu: Some(pod.mtu),
                 sandbox: Some(pod.netns.clone()),
             },
@@ -840,13 +870,11 @@ mod tests {
             eni_table: None,
             alias: None,
         };
-        let wired = Wired {
-            host_ifindex: 5,
-            host_mac: crate::cloud::MacAddr([2, 0, 0, 0, 0, 1]),
-            pod_ifindex: 2,
-            pod_mac: crate::cloud::MacAddr([2, 0, 0, 0, 0, 2]),
+        let macs = VethMacs {
+            host: crate::cloud::MacAddr([2, 0, 0, 0, 0, 1]),
+            pod: crate::cloud::MacAddr([2, 0, 0, 0, 0, 2]),
         };
-        let r = add_result(&pod, &wired);
+        let r = add_result(&pod, macs);
         assert_eq!(r["cniVersion"], "1.1.0");
         assert_eq!(r["interfaces"][0]["name"], "eni0123456789a");
         assert_eq!(r["interfaces"][1]["sandbox"], "/var/run/netns/p");

@@ -13,14 +13,22 @@
 //!   conntrack entries or endpoints never reach a new pod. But cooldown never
 //!   starves an ADD: when only resting addresses are left, the one released
 //!   longest ago is taken and counted ([`Allocator::cooldown_bypassed`]).
-//! - Holders are found by key in a lock-free map (`papaya`), so release by
-//!   containerId is O(1) and a repeated ADD gets the same address back.
+//! - Holders are found by key in a map split into shards, each behind its
+//!   own mutex ([`owners`]): release by containerId is O(1), a repeated ADD
+//!   gets the same address back, and two ADDs of different pods almost never
+//!   meet on one lock. A lock-free map (papaya) was measured slower here, at
+//!   one thread and at two: see `bench/RESULTS.md`, allocator section.
+//! - Reading the clock costs as much as the rest of an alloc+free pair on
+//!   the machines we measure on, so each thread remembers the last time it
+//!   read: an address that had rested long enough by then has rested long
+//!   enough now, and only a doubtful one costs a fresh read.
 //! - Growing and shrinking the pool (a new ENI, addresses returned to the
 //!   cloud) are rare; they serialise on a mutex of their own. The slot array
 //!   is sized once for the node's limits, so allocation never takes that
 //!   mutex, never follows a pointer that can change, and never sees a torn
 //!   slot: a slot's address is written before its state is published.
 
+pub mod owners;
 pub mod ring;
 
 #[doc(hidden)]
@@ -176,9 +184,8 @@ pub struct Allocator {
     slots: Box<[Slot]>,
     /// Ids of retired slots whose ring entry is gone: reusable by `grow`.
     recycled: Ring,
-    /// foldhash: keys are container ids chosen by the runtime, hashed on
-    /// every ADD and DEL; SipHash costs more than the rest of the path.
-    owners: papaya::HashMap<AttachmentKey, SlotId, foldhash::fast::RandomState>,
+    /// Who holds which slot.
+    owners: owners::Owners,
     /// Serialises grow/shrink, and holds what only they need.
     admin: Mutex<Admin>,
     capacity: usize,
@@ -203,7 +210,25 @@ struct Admin {
 static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    static HOME: Cell<usize> = Cell::new(NEXT_HOME.fetch_add(1, Ordering::Relaxed));
+    /// This thread's home ring (`usize::MAX` until first used), and the
+    /// monotonic clock in ms as this thread last read it.
+    static LOCAL: (Cell<usize>, Cell<u64>) = const { (Cell::new(usize::MAX), Cell::new(0)) };
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in ms (a few ms of resolution, a fraction of the
+/// cost of a precise read: plenty for a cooldown measured in seconds),
+/// remembered as this thread's last reading.
+fn clock_ms() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .expect("CLOCK_MONOTONIC_COARSE is always available on Linux");
+    let ms = ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000;
+    LOCAL.with(|l| l.1.set(ms));
+    ms
+}
+
+/// The clock as this thread last read it: never ahead of the truth.
+fn clock_seen_ms() -> u64 {
+    LOCAL.with(|l| l.1.get())
 }
 
 impl Allocator {
@@ -230,7 +255,7 @@ impl Allocator {
             recycled: Ring::with_capacity(ids),
             rings,
             shards,
-            owners: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            owners: owners::Owners::new(),
             admin: Mutex::new(Admin {
                 index: HashMap::new(),
                 spare: (0..ids as SlotId).rev().collect(),
@@ -243,18 +268,31 @@ impl Allocator {
         }
     }
 
-    /// A monotonic clock in ms, offset by the cooldown so that fresh slots
-    /// (released "at 0") count as rested. The coarse clock (a few ms of
-    /// resolution, a fraction of the cost of a precise read) is plenty for a
-    /// cooldown measured in seconds.
+    /// The allocator's clock: monotonic ms, offset by the cooldown so that
+    /// fresh slots (released "at 0") count as rested.
     fn now_ms(&self) -> u64 {
-        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
-            .expect("CLOCK_MONOTONIC_COARSE is always available on Linux");
-        ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000 + self.cooldown_ms
+        clock_ms() + self.cooldown_ms
+    }
+
+    /// Whether `e` has rested for the cooldown: decided on this thread's
+    /// last clock reading when that is enough, else on a fresh one.
+    fn rested(&self, e: &Entry) -> bool {
+        let enough =
+            |now: u64| (now + self.cooldown_ms).saturating_sub(e.released_ms) >= self.cooldown_ms;
+        enough(clock_seen_ms()) || enough(clock_ms())
     }
 
     fn home(&self) -> usize {
-        HOME.with(|h| h.get()) % self.shards
+        let home = LOCAL.with(|l| {
+            let h = l.0.get();
+            if h != usize::MAX {
+                return h;
+            }
+            let h = NEXT_HOME.fetch_add(1, Ordering::Relaxed);
+            l.0.set(h);
+            h
+        });
+        home % self.shards
     }
 
     /// Adds addresses of ENI `eni_index` to the pool. Addresses already in
@@ -297,7 +335,7 @@ impl Allocator {
                 // Held by an attachment from before a restart: never free,
                 // so it gets no ring entry.
                 slot.state.store(HELD, Ordering::Release);
-                self.owners.pin().insert(key, id);
+                self.owners.insert(key, id);
                 continue;
             }
             slot.state.store(FREE, Ordering::Release);
@@ -361,8 +399,7 @@ impl Allocator {
     /// is for a releasing thread that was preempted halfway through its push
     /// (the ring's head cell is claimed but not yet written).
     pub fn alloc_slot(&self) -> Option<SlotId> {
-        let now = self.now_ms();
-        let cooled = |e: &Entry| now.saturating_sub(e.released_ms) >= self.cooldown_ms;
+        let cooled = |e: &Entry| self.rested(e);
         let home = self.home();
         // Our own shard first (its lines are warm in this core's cache),
         // then never-used addresses, then the other shards.
@@ -477,23 +514,11 @@ impl Allocator {
 
     /// Gives `key` an address, or the one it already holds.
     pub fn allocate(&self, key: &AttachmentKey) -> Result<Lease, AllocError> {
-        let owners = self.owners.pin();
-        if let Some(&id) = owners.get(key) {
-            return Ok(self.slot_lease(id));
-        }
-        let Some(id) = self.alloc_slot() else {
-            return Err(AllocError::Exhausted {
+        match self.owners.get_or_take(key, || self.alloc_slot()) {
+            Some((id, _)) => Ok(self.slot_lease(id)),
+            None => Err(AllocError::Exhausted {
                 total: self.usage().total,
-            });
-        };
-        match owners.try_insert(key.clone(), id) {
-            Ok(_) => Ok(self.slot_lease(id)),
-            Err(existing) => {
-                // A concurrent allocate for the same key won; ours goes back.
-                let theirs = *existing.current;
-                self.free_slot(id);
-                Ok(self.slot_lease(theirs))
-            }
+            }),
         }
     }
 
@@ -521,7 +546,7 @@ impl Allocator {
 
     /// Takes `key`'s address back; `None` if it held none.
     pub fn release(&self, key: &AttachmentKey) -> Option<Lease> {
-        let Some(id) = self.owners.pin().remove(key).copied() else {
+        let Some(id) = self.owners.remove(key) else {
             // A reservation whose address never joined the pool.
             let mut admin = self.admin.lock().expect("allocator admin mutex poisoned");
             let addr = admin
@@ -539,16 +564,16 @@ impl Allocator {
 
     /// The address `key` holds.
     pub fn lookup(&self, key: &AttachmentKey) -> Option<Lease> {
-        self.owners.pin().get(key).map(|&id| self.slot_lease(id))
+        self.owners.get(key).map(|id| self.slot_lease(id))
     }
 
     /// Every holder, sorted by key.
     pub fn holders(&self) -> Vec<(AttachmentKey, Lease)> {
         let mut out: Vec<_> = self
             .owners
-            .pin()
-            .iter()
-            .map(|(k, &id)| (k.clone(), self.slot_lease(id)))
+            .all()
+            .into_iter()
+            .map(|(k, id)| (k, self.slot_lease(id)))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out

@@ -27,6 +27,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute};
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::cloud::MacAddr;
+use crate::timing::{Laps, Phase};
 use netns::NetnsError;
 use nl::{Create, NlError, NlSocket, Req};
 
@@ -82,17 +83,34 @@ pub struct PodNet {
     pub alias: Option<String>,
 }
 
-/// What ADD created, as reported in the CNI result.
+/// The MACs of a pod's veth pair. Chosen before the pair exists, so the
+/// CNI result (and the checkpoint's record of it) can be written while the
+/// kernel still creates the links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VethMacs {
+    /// The host end.
+    pub host: MacAddr,
+    /// The pod end (`eth0`).
+    pub pod: MacAddr,
+}
+
+impl VethMacs {
+    /// Two random locally administered unicast MACs.
+    pub fn random() -> Self {
+        VethMacs {
+            host: naming::random_mac(),
+            pod: naming::random_mac(),
+        }
+    }
+}
+
+/// What ADD created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Wired {
     /// Host veth index.
     pub host_ifindex: u32,
-    /// Host veth MAC.
-    pub host_mac: MacAddr,
     /// Pod interface index (inside the pod's namespace).
     pub pod_ifindex: u32,
-    /// Pod interface MAC.
-    pub pod_mac: MacAddr,
 }
 
 /// The netlink implementation, owning long-lived sockets in the node's
@@ -136,13 +154,14 @@ impl NetlinkDataplane {
 
     /// Wires one pod: veth with the peer created in the pod's namespace,
     /// address, routes and neighbour inside, host route (and rules) outside.
-    /// On failure everything it created is removed again.
-    pub fn add_pod(&self, pod: &PodNet) -> Result<Wired> {
+    /// On failure everything it created is removed again. `laps` times the
+    /// veth, the pod side and the host side.
+    pub fn add_pod(&self, pod: &PodNet, macs: VethMacs, laps: &mut Laps) -> Result<Wired> {
         let target = netns::open(&pod.netns)?;
-        let host_mac = naming::random_mac();
-        let pod_mac = naming::random_mac();
+        let (host_mac, pod_mac) = (macs.host, macs.pod);
         self.with_node_socket(|node| {
             let (host_ifindex, peer_ifindex) = create_veth(node, pod, &target, host_mac, pod_mac)?;
+            laps.lap(Phase::Veth);
             let undo_veth = |node: &mut NlSocket| {
                 let _ = node.request(
                     Req::new(msg::del_link(host_ifindex), Create::No, "undo veth")
@@ -156,6 +175,7 @@ impl NetlinkDataplane {
                     return Err(e);
                 }
             };
+            laps.lap(Phase::PodSide);
             let mut host: Vec<Req> = bring_up(host_ifindex, pod.mtu, &pod.host_ifname).into();
             if let Some(alias) = &pod.alias {
                 // In the same batch: one more message, no more round trips.
@@ -198,11 +218,10 @@ impl NetlinkDataplane {
                 undo_veth(node);
                 return Err(e.into());
             }
+            laps.lap(Phase::HostSide);
             Ok(Wired {
                 host_ifindex,
-                host_mac,
                 pod_ifindex,
-                pod_mac,
             })
         })
     }
@@ -290,8 +309,10 @@ impl NetlinkDataplane {
     /// rules. The veth itself is left to the runtime's namespace teardown
     /// (or [`Self::reap_link`] later), because deleting a link costs a ≈ 20 ms
     /// RCU grace period under the RTNL lock. Missing pieces are not errors.
+    /// `host_ifindex` 0 matches the route through any link.
     pub fn del_pod(&self, addr: Ipv4Addr, eni_table: Option<u32>, host_ifindex: u32) -> Result<()> {
-        self.with_node_socket(|node| self.del_host_side(node, addr, eni_table, Some(host_ifindex)))
+        let oif = (host_ifindex != 0).then_some(host_ifindex);
+        self.with_node_socket(|node| self.del_host_side(node, addr, eni_table, oif))
     }
 
     /// Deletes host link `index` if it still exists and still has `name`

@@ -437,6 +437,17 @@ impl Pool {
     }
 
     /// The planner's view of the ENIs.
+    /// Addresses on ENIs whose link is usable: what [`Self::view`] counts
+    /// as the pool's total, without looking at the allocator.
+    fn usable_total(&self) -> u32 {
+        let st = self.lock();
+        st.enis
+            .values()
+            .filter(|e| !st.unlinked.contains(&e.device_index))
+            .map(address_count)
+            .sum()
+    }
+
     fn view(&self) -> (Vec<EniState>, u32) {
         let free = self.alloc.free_by_eni();
         let st = self.lock();
@@ -451,7 +462,7 @@ impl Pool {
                     .map(|v| v.iter().copied().collect())
                     .unwrap_or_default();
                 if usable {
-                    total += e.secondary_ips.len() as u32 + e.prefixes.len() as u32 * PREFIX_SIZE;
+                    total += address_count(e);
                 }
                 EniState {
                     device_index: e.device_index,
@@ -488,8 +499,13 @@ impl Pool {
             return;
         }
         loop {
-            let (enis, total) = self.view();
             let target = self.target();
+            // Checked first, on the pool's own counts: this runs after every
+            // ADD, and the per-ENI view below scans the allocator.
+            if self.usable_total() >= target.total {
+                break;
+            }
+            let (enis, total) = self.view();
             let Some(step) = plan::grow_step(
                 &self.limits,
                 &enis,
@@ -847,6 +863,11 @@ impl Pool {
 
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+/// How many pod addresses an ENI holds.
+fn address_count(eni: &Eni) -> u32 {
+    eni.secondary_ips.len() as u32 + eni.prefixes.len() as u32 * PREFIX_SIZE
 }
 
 /// Every pod address an ENI holds: its /32s and all of its prefixes'.

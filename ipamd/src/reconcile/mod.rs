@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use crate::alloc::{Allocator, AttachmentKey};
 use crate::cloud::{Eni, MacAddr};
-use crate::dataplane::{naming, NetlinkDataplane, PodNet, Wired};
+use crate::dataplane::{naming, NetlinkDataplane, PodNet, VethMacs};
 use crate::pod::{add_result, PodRecord};
 use crate::pool::eni_table;
 use crate::store::awsnode::AwsNodeAllocation;
@@ -43,6 +43,12 @@ use self::kernel::{HostLink, KernelView, Owner};
 /// (no checkpoint entry, no alias): never a runtime's container id, so CNI
 /// GC leaves it alone.
 pub const UNKNOWN_OWNER_PREFIX: &str = "unknown-owner:";
+
+/// `host_ifindex` of a record journaled before its ADD finished wiring
+/// (ADD journals first, so the fsync overlaps the netlink work, and records
+/// the index lazily afterwards). After a crash such a record is kept only if
+/// its host veth is found by name; the kernel never gives index 0 to a link.
+pub const WIRING_PENDING: u32 = 0;
 
 impl Record for PodRecord {
     fn key(&self) -> RecordKey {
@@ -195,7 +201,16 @@ pub fn plan(
         let routed = link
             .as_ref()
             .is_some_and(|l| kernel.routes.get(&record.addr) == Some(&l.index));
-        let live = link.is_some() || (!record.netns.is_empty() && netns_exists(&record.netns));
+        // A record whose wiring was never confirmed (a crash cut its ADD
+        // short) is live only if the wiring is complete: the host route, the
+        // last thing ADD adds, goes through its veth. Otherwise the runtime
+        // never got an answer, and keeping the record would answer a retried
+        // ADD with a pod that has no route.
+        let live = if record.host_ifindex == WIRING_PENDING {
+            routed
+        } else {
+            link.is_some() || (!record.netns.is_empty() && netns_exists(&record.netns))
+        };
         candidates.push(Candidate {
             record,
             link,
@@ -247,10 +262,9 @@ pub fn plan(
             });
             continue;
         }
-        if let Some(l) = &link {
-            claimed.insert(l.index);
-        }
         if !live {
+            // Its veth, if any, is half-made (unrouted): left unclaimed, so
+            // it is reaped below.
             out.report.released += 1;
             out.release.push(Release {
                 record,
@@ -260,6 +274,7 @@ pub fn plan(
             continue;
         }
         if let Some(l) = &link {
+            claimed.insert(l.index);
             record.host_ifindex = l.index;
         }
         match cloud.get(&record.addr) {
@@ -390,11 +405,9 @@ fn rebuilt_record(
         eni_table: eni_table(eni_index),
         alias: None,
     };
-    let wired = Wired {
-        host_ifindex: link.index,
-        host_mac: link.mac.unwrap_or(MacAddr([0; 6])),
-        pod_ifindex: 0,
-        pod_mac: pod_mac.unwrap_or(MacAddr([0; 6])),
+    let macs = VethMacs {
+        host: link.mac.unwrap_or(MacAddr([0; 6])),
+        pod: pod_mac.unwrap_or(MacAddr([0; 6])),
     };
     PodRecord {
         container_id: container_id.to_string(),
@@ -410,7 +423,7 @@ fn rebuilt_record(
         created_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        result: Arc::new(add_result(&pod, &wired)),
+        result: Arc::new(add_result(&pod, macs)),
     }
 }
 
@@ -429,7 +442,10 @@ pub fn apply(
     let kept: HashSet<Ipv4Addr> = plan.keep.iter().map(|r| r.addr).collect();
     for rel in &plan.release {
         let r = &rel.record;
-        if rel.unwire && r.host_ifindex != 0 && !kept.contains(&r.addr) {
+        // A record whose wiring was never confirmed has no index: its rules
+        // (not tied to a link, so they outlive a destroyed veth) are removed
+        // by address alone.
+        if rel.unwire && !kept.contains(&r.addr) {
             if let Err(e) = dataplane.del_pod(r.addr, eni_table(r.eni_index), r.host_ifindex) {
                 failed += 1;
                 tracing::warn!(container_id = %r.container_id, ip = %r.addr, error = %e, "could not remove a gone pod's host route and rules");

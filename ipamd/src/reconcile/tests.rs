@@ -96,6 +96,45 @@ fn live_pods_keep_their_addresses_and_gone_ones_are_released() {
 }
 
 #[test]
+fn a_record_whose_wiring_was_never_confirmed_needs_its_route() {
+    // ADD journals before it wires: a crash in between leaves a record
+    // with no index. Kept only if the wiring is complete (its address routed
+    // through its veth, found by name), however alive the pod's namespace
+    // is; a half-made veth is reaped.
+    let pending = |cid: &str, addr: Ipv4Addr, link: u32, netns: &str| {
+        let mut r = record(cid, addr, link, netns);
+        r.host_ifindex = WIRING_PENDING;
+        r
+    };
+    let inputs = Inputs {
+        checkpoint: vec![
+            pending("wired", ip(5), 10, "/run/netns/a"),
+            pending("no-route", ip(6), 11, "/run/netns/b"),
+            pending("no-veth", ip(7), 12, "/run/netns/c"),
+        ],
+        kernel: kernel(vec![link(10, None), link(11, None)], &[(ip(5), 10)]),
+        enis: vec![eni(0, &[ip(5), ip(6), ip(7)])],
+        default_mtu: 9001,
+        ..Inputs::default()
+    };
+    let p = run(inputs, &["/run/netns/a", "/run/netns/b", "/run/netns/c"]);
+    assert_eq!(keys(&p.keep), ["wired"]);
+    assert_eq!(
+        p.keep[0].host_ifindex, 10,
+        "the index is read back from the kernel"
+    );
+    let mut released: Vec<&str> = p
+        .release
+        .iter()
+        .map(|r| r.record.container_id.as_str())
+        .collect();
+    released.sort_unstable();
+    assert_eq!(released, ["no-route", "no-veth"]);
+    assert_eq!(p.reap.len(), 1, "the half-made veth goes");
+    assert_eq!(p.reap[0].index, 11);
+}
+
+#[test]
 fn a_lost_allocation_is_rebuilt_from_the_alias() {
     let alias = alias_for("cid-x", "eth0", "/run/netns/x", 1, 1500).unwrap();
     let inputs = Inputs {

@@ -48,6 +48,11 @@ pub const COMPACT_MIN_OPS: usize = 1024;
 /// process's dirty data (measured: 0.1 ms vs several ms on a busy node).
 pub const JOURNAL_CHUNK: u64 = 2 << 20;
 
+/// How long a lazy change ([`Store::put_lazy`]) waits (at most twice this)
+/// for a durable one to ride with before it is written and fsynced on its
+/// own.
+pub const LAZY_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Whether an ADD waits for its allocation to be on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -117,6 +122,9 @@ enum Op<R> {
 struct Pending<R> {
     op: Op<R>,
     done: Option<oneshot::Sender<Result<(), String>>>,
+    /// Written with the next batch, but no reason for an fsync of its own:
+    /// the next durable change (or compaction) carries it to disk.
+    lazy: bool,
 }
 
 struct Queue<R> {
@@ -369,29 +377,41 @@ impl<R: Record> Store<R> {
 
     /// Records that `record` now holds its address.
     pub fn put(&self, record: R) -> Commit {
-        self.submit(Op::Put(record))
+        self.submit(Op::Put(record), false)
+    }
+
+    /// Records a detail of `record` that can be lost in a crash without
+    /// harm (it can be read back from the kernel): queued after every change
+    /// before it, written with the next batch, but made durable only by the
+    /// next change that asks for it (or the next compaction).
+    pub fn put_lazy(&self, record: R) {
+        let _ = self.submit(Op::Put(record), true);
     }
 
     /// Records that `key` holds nothing any more.
     pub fn del(&self, key: RecordKey) -> Commit {
-        self.submit(Op::Del(key))
+        self.submit(Op::Del(key), false)
     }
 
-    fn submit(&self, op: Op<R>) -> Commit {
+    fn submit(&self, op: Op<R>, lazy: bool) -> Commit {
         let (tx, rx) = match self.durability {
-            Durability::Sync => {
+            Durability::Sync if !lazy => {
                 let (tx, rx) = oneshot::channel();
                 (Some(tx), Some(rx))
             }
-            Durability::Async => (None, None),
+            _ => (None, None),
         };
         self.shared
             .queue
             .lock()
             .expect("store queue poisoned")
             .pending
-            .push(Pending { op, done: tx });
-        self.shared.wake.notify_one();
+            .push(Pending { op, done: tx, lazy });
+        // A lazy change waits for the next durable one: no wake-up, so the
+        // caller pays for none and the writer does not fsync for it alone.
+        if !lazy {
+            self.shared.wake.notify_one();
+        }
         Commit(rx)
     }
 }
@@ -419,8 +439,20 @@ impl<R: Record> Writer<R> {
         loop {
             let batch: Vec<Pending<R>> = {
                 let mut q = shared.queue.lock().expect("store queue poisoned");
-                while q.pending.is_empty() {
-                    q = shared.wake.wait(q).expect("store queue poisoned");
+                // Durable changes wake us; lazy ones do not (that would cost
+                // the caller a wake-up), so the wait is timed: a lazy change
+                // rides with the next durable one, or goes on its own once it
+                // has waited a whole LAZY_FLUSH.
+                while q.pending.iter().all(|p| p.lazy) {
+                    let had_lazy = !q.pending.is_empty();
+                    let (guard, waited) = shared
+                        .wake
+                        .wait_timeout(q, LAZY_FLUSH)
+                        .expect("store queue poisoned");
+                    q = guard;
+                    if waited.timed_out() && had_lazy {
+                        break;
+                    }
                 }
                 std::mem::take(&mut q.pending)
             };

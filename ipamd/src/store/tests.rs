@@ -74,6 +74,48 @@ async fn committed_changes_survive_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_changes_ride_with_the_next_durable_one_in_order() {
+    let dir = TempDir::new();
+    let store = Store::<Rec>::open(&dir.0, Durability::Sync).unwrap();
+    store.load();
+    store.start(Vec::new()).unwrap();
+    let first = store.put(rec("a", 1));
+    store.put_lazy(rec("a", 10));
+    store.put(rec("b", 2)).durable().await.unwrap();
+    first.durable().await.unwrap();
+    let loaded = Store::<Rec>::open(&dir.0, Durability::Sync).unwrap().load();
+    assert_eq!(loaded.journal_ops, 3);
+    assert_eq!(
+        sorted(loaded.records.unwrap()),
+        vec![rec("a", 10), rec("b", 2)],
+        "the lazy change is applied after the durable one it follows"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_change_alone_reaches_the_disk_by_itself() {
+    let dir = TempDir::new();
+    let store = Store::<Rec>::open(&dir.0, Durability::Sync).unwrap();
+    store.load();
+    store.start(Vec::new()).unwrap();
+    store.put(rec("a", 1)).durable().await.unwrap();
+    store.put_lazy(rec("a", 10));
+    // Liveness, not speed: it is written within two LAZY_FLUSH; give it ample time.
+    let deadline = std::time::Instant::now() + LAZY_FLUSH * 20;
+    loop {
+        let loaded = Store::<Rec>::open(&dir.0, Durability::Sync).unwrap().load();
+        if loaded.records.unwrap_or_default() == vec![rec("a", 10)] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a lazy change was never written"
+        );
+        tokio::time::sleep(LAZY_FLUSH / 4).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_share_fsyncs() {
     let dir = TempDir::new();
     let store = Store::<Rec>::open(&dir.0, Durability::Sync).unwrap();
