@@ -10,6 +10,8 @@
 //!   `Mutex<Vec>` free list.
 //! - `keyed/*`: the path the pod service uses, by attachment key
 //!   (`allocate` + `release`) vs a `Mutex<HashMap>` of holders over a free list.
+//! - `lookup/*`: finding the address a key holds (what a repeated ADD and
+//!   every DEL start with) vs the same `Mutex<HashMap>`.
 //! - `cooldown/*`: the slot path with a 30 s cooldown, where every free
 //!   address is still resting and each alloc takes the longest-rested one.
 
@@ -96,6 +98,9 @@ impl MutexMap {
             g.1.push(a);
         }
     }
+    fn lookup(&self, key: &AttachmentKey) -> Option<u32> {
+        self.0.lock().unwrap().0.get(key).copied()
+    }
 }
 
 fn keys(threads: usize) -> Vec<AttachmentKey> {
@@ -167,6 +172,39 @@ fn keyed_group(c: &mut Criterion) {
     }
 }
 
+fn lookup_group(c: &mut Criterion) {
+    let pool = 750;
+    let mut g = c.benchmark_group(format!("lookup/{pool}"));
+    for threads in THREADS {
+        let ks = keys(threads);
+        let a = allocator(pool, Duration::ZERO);
+        let m = MutexMap::new(pool);
+        for k in &ks {
+            a.allocate(k).expect("pool larger than threads");
+            m.allocate(k).expect("pool larger than threads");
+        }
+        g.bench_with_input(BenchmarkId::new("vpc-cni", threads), &threads, |b, &t| {
+            b.iter_custom(|iters| {
+                contended(iters, t, |i| {
+                    black_box(a.lookup(&ks[i]).expect("held"));
+                })
+            })
+        });
+        g.bench_with_input(
+            BenchmarkId::new("Mutex<HashMap>", threads),
+            &threads,
+            |b, &t| {
+                b.iter_custom(|iters| {
+                    contended(iters, t, |i| {
+                        black_box(m.lookup(&ks[i]).expect("held"));
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
 fn cooldown_group(c: &mut Criterion) {
     let mut g = c.benchmark_group("cooldown/750");
     for threads in [1, 2] {
@@ -189,6 +227,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = slot_group, keyed_group, cooldown_group
+    targets = slot_group, keyed_group, lookup_group, cooldown_group
 }
 criterion_main!(benches);

@@ -14,8 +14,6 @@ use serde_json::{json, Value};
 
 const POOLS: [usize; 3] = [64, 750, 16_384];
 const THREADS: [usize; 4] = [1, 2, 4, 8];
-const BEGIN: &str = "<!-- alloc:begin -->";
-const END: &str = "<!-- alloc:end -->";
 
 fn main() -> ExitCode {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -68,9 +66,9 @@ fn rows(criterion: &Path, kind: &str, baseline: &str) -> Vec<Row> {
     out
 }
 
-fn table(title: &str, baseline: &str, rows: &[Row]) -> String {
+fn table(title: &str, per: &str, baseline: &str, rows: &[Row]) -> String {
     let mut t = format!(
-        "**{title}** (ns per alloc+free pair for the whole machine; lower is better)\n\n\
+        "**{title}** (ns per {per} for the whole machine; lower is better)\n\n\
          | pool | threads | vpc-cni | {baseline} | speed-up |\n|---:|---:|---:|---:|---:|\n"
     );
     for r in rows {
@@ -87,21 +85,6 @@ fn table(title: &str, baseline: &str, rows: &[Row]) -> String {
     t
 }
 
-fn machine() -> String {
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} cores, {cpu}, kernel {}", kernel.trim())
-}
-
 fn report(criterion: &Path, bench: &Path) -> Result<(), String> {
     let slot = rows(criterion, "slot", "Mutex_Vec_");
     let keyed = rows(criterion, "keyed", "Mutex_HashMap_");
@@ -115,50 +98,93 @@ fn report(criterion: &Path, bench: &Path) -> Result<(), String> {
         .into_iter()
         .filter_map(|t| mean_ns(criterion, "cooldown_750", "vpc-cni", t).map(|m| (t, m)))
         .collect();
-    let date = String::from_utf8(
-        std::process::Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .map_err(|e| e.to_string())?
-            .stdout,
-    )
-    .unwrap_or_default();
-
-    let two = slot.iter().find(|r| r.pool == 750 && r.threads == 2);
-    let one = slot.iter().find(|r| r.pool == 750 && r.threads == 1);
+    let lookup: Vec<Row> = THREADS
+        .iter()
+        .filter_map(|&threads| {
+            Some(Row {
+                pool: 750,
+                threads,
+                ours: mean_ns(criterion, "lookup_750", "vpc-cni", threads)?,
+                baseline: mean_ns(criterion, "lookup_750", "Mutex_HashMap_", threads)?,
+            })
+        })
+        .collect();
+    let machine = vpc_cni_bench::provenance::Machine::detect();
     let mut md = format!(
-        "Measured {} on {}. Criterion, `cargo bench -p vpc-cni-bench --bench alloc`; every row ran in the same process as its baseline.\n\n",
-        date.trim(),
-        machine()
+        "Measured on {}. Criterion, `cargo bench -p vpc-cni-bench --bench alloc`; every row ran in \
+         the same process as its baseline.\n\n",
+        machine.headline()
     );
-    if let (Some(two), Some(one)) = (two, one) {
-        let speedup = two.baseline / two.ours;
-        let _ = writeln!(
-            md,
-            "| target (pool 750) | measured | |\n|---|---|---|\n\
-             | 2 threads contended ≤ 60 ns | {:.1} ns | {} |\n\
-             | ≥ 6× the Mutex<Vec> baseline | {:.1}× ({:.1} ns) | {} |\n\
-             | throughput grows with threads (1 → 2) | {:.1} → {:.1} ns per pair | {} |\n",
-            two.ours,
-            mark(two.ours <= 60.0),
-            speedup,
-            two.baseline,
-            mark(speedup >= 6.0),
-            one.ours,
-            two.ours,
-            mark(two.ours < one.ours),
-        );
+    let at = |rows: &[Row], threads: usize| {
+        rows.iter()
+            .find(|r| r.pool == 750 && r.threads == threads)
+            .map(|r| (r.ours, r.baseline))
+    };
+    let mut targets = String::from(
+        "| target (pool 750) | vpc-cni | baseline | speed-up | |\n|---|---:|---:|---:|---|\n",
+    );
+    for (what, rows, threads, min) in [
+        (
+            "alloc+free (slot path), 2 threads: ≥ 6× `Mutex<Vec>`",
+            &slot,
+            2,
+            6.0,
+        ),
+        (
+            "allocate+release by key, 2 threads: ≥ 2× `Mutex<HashMap>`",
+            &keyed,
+            2,
+            2.0,
+        ),
+        (
+            "allocate+release by key, 1 thread: no slower than `Mutex<HashMap>`",
+            &keyed,
+            1,
+            1.0,
+        ),
+        (
+            "lookup by key, 2 threads: ≥ 2× `Mutex<HashMap>`",
+            &lookup,
+            2,
+            2.0,
+        ),
+        (
+            "lookup by key, 1 thread: no slower than `Mutex<HashMap>`",
+            &lookup,
+            1,
+            1.0,
+        ),
+    ] {
+        if let Some((ours, base)) = at(rows, threads) {
+            let speedup = base / ours;
+            let _ = writeln!(
+                targets,
+                "| {what} | {ours:.1} ns | {base:.1} ns | {speedup:.1}× | {} |",
+                mark(speedup >= min)
+            );
+        }
     }
+    md.push_str(&targets);
+    md.push('\n');
     md.push_str(&table(
         "Slot path: `alloc_slot` + `free_slot`",
+        "alloc+free pair",
         "Mutex<Vec>",
         &slot,
     ));
     md.push('\n');
     md.push_str(&table(
         "Keyed path (what the pod service calls): `allocate(key)` + `release(key)`",
+        "alloc+free pair",
         "Mutex<HashMap>",
         &keyed,
+    ));
+    md.push('\n');
+    md.push_str(&table(
+        "Lookup by key (a repeated ADD, every DEL): `lookup(key)`",
+        "lookup",
+        "Mutex<HashMap>",
+        &lookup,
     ));
     if !cooldown.is_empty() {
         md.push_str("\n**With a 30 s cooldown** (every free address still resting; each alloc takes the longest-rested one): ");
@@ -178,8 +204,8 @@ fn report(criterion: &Path, bench: &Path) -> Result<(), String> {
             .collect()
     };
     let doc = json!({
-        "date": date.trim(), "machine": machine(),
-        "slot": as_json(&slot), "keyed": as_json(&keyed),
+        "machine": machine,
+        "slot": as_json(&slot), "keyed": as_json(&keyed), "lookup": as_json(&lookup),
         "cooldown750": cooldown.iter().map(|(t, m)| json!({"threads": t, "vpcCniNs": m})).collect::<Vec<_>>(),
     });
     fs::write(
@@ -188,7 +214,13 @@ fn report(criterion: &Path, bench: &Path) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     fs::write(results.join("alloc.md"), &md).map_err(|e| e.to_string())?;
-    splice(&bench.join("RESULTS.md"), &md)?;
+    vpc_cni_bench::results::write_section(
+        &bench.join("RESULTS.md"),
+        "alloc",
+        "target/release/alloc-report (bench/src/bin/alloc-report.rs) from criterion's results",
+        &format!("## Address allocator\n\n{md}"),
+    )
+    .map_err(|e| e.to_string())?;
     println!("{md}");
     Ok(())
 }
@@ -199,17 +231,4 @@ fn mark(ok: bool) -> &'static str {
     } else {
         "✗"
     }
-}
-
-/// Replaces the allocator section of RESULTS.md (or appends it).
-fn splice(path: &Path, section: &str) -> Result<(), String> {
-    let current = fs::read_to_string(path).unwrap_or_else(|_| "# Benchmark results\n".into());
-    let block = format!("{BEGIN}\n## Address allocator\n\n{section}{END}");
-    let updated = match (current.find(BEGIN), current.find(END)) {
-        (Some(b), Some(e)) if b < e => {
-            format!("{}{}{}", &current[..b], block, &current[e + END.len()..])
-        }
-        _ => format!("{}\n{}\n", current.trim_end(), block),
-    };
-    fs::write(path, updated).map_err(|e| format!("{}: {e}", path.display()))
 }

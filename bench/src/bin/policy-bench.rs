@@ -4,7 +4,7 @@
 //! Two nodes (network namespaces), each running `ipamd serve` on the
 //! simulated cloud: one with `VPC_CNI_POLICY_SOURCE=off`, one with a `dir:`
 //! source holding 1000 NetworkPolicies and 5000 pods of other nodes, in
-//! strict mode. The real plugin ADDs pods to both, alternating call by
+//! standard mode (`--mode strict` for the other). The real plugin ADDs pods to both, alternating call by
 //! call. Then, with 100 pods on the policy node, a policy file is changed
 //! and the time until the kernel's table shows the change is measured.
 //! Last, both daemons' memory. Results go to bench/RESULTS.md between the
@@ -17,7 +17,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -32,6 +32,8 @@ const INSTANCE_TYPE: &str = "c5.18xlarge";
 struct Options {
     adds: usize,
     changes: usize,
+    /// `VPC_CNI_POLICY_MODE` of the node with enforcement on.
+    mode: &'static str,
 }
 
 /// Everything this run made; dropped in reverse: daemons stopped, namespaces deleted.
@@ -69,7 +71,7 @@ impl Run {
         Ok(full)
     }
 
-    fn daemon(&mut self, bin: &Path, node: &str, policy: Option<&Path>) -> Result<PathBuf> {
+    fn daemon(&mut self, bin: &Path, node: &str, policy: Option<(&Path, &str)>) -> Result<PathBuf> {
         let dir = self.dir.join(node);
         std::fs::create_dir_all(&dir)?;
         let socket = dir.join("ipamd.sock");
@@ -90,9 +92,9 @@ impl Run {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        if let Some(p) = policy {
+        if let Some((p, mode)) = policy {
             cmd.env("VPC_CNI_POLICY_SOURCE", format!("dir:{}", p.display()))
-                .env("VPC_CNI_POLICY_MODE", "strict");
+                .env("VPC_CNI_POLICY_MODE", mode);
         }
         self.daemons.push(cmd.spawn()?);
         Ok(socket)
@@ -321,15 +323,32 @@ fn log_lines(dir: &Path, node: &str, needle: &str) -> Vec<String> {
 }
 
 fn main() -> ExitCode {
+    const USAGE: &str = "usage: policy-bench [--quick] [--mode standard|strict] (run as root)";
     let mut quick = false;
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            other => {
+    let mut mode = "standard";
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        match flag.as_str() {
+            "--quick" if inline.is_none() => quick = true,
+            "--mode" => match inline.or_else(|| args.next()).as_deref() {
+                Some("standard") => mode = "standard",
+                Some("strict") => mode = "strict",
+                other => {
+                    eprintln!("{USAGE}; --mode takes standard or strict, got {other:?}");
+                    return ExitCode::from(2);
+                }
+            },
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ => {
                 // A typo must not start a run that rewrites RESULTS.md.
-                eprintln!(
-                    "usage: policy-bench [--quick] (run as root); unknown argument {other:?}"
-                );
+                eprintln!("{USAGE}; unknown argument {arg:?}");
                 return ExitCode::from(2);
             }
         }
@@ -337,6 +356,7 @@ fn main() -> ExitCode {
     let o = Options {
         adds: if quick { 40 } else { 300 },
         changes: if quick { 2 } else { 7 },
+        mode,
     };
     match run(&o, quick) {
         Ok(()) => ExitCode::SUCCESS,
@@ -359,7 +379,7 @@ fn run(o: &Options, quick: bool) -> Result<()> {
     std::fs::create_dir_all(&run.dir)?;
     let policy_dir = run.dir.join("policy");
     std::fs::create_dir_all(&policy_dir)?;
-    let started = SystemTime::now();
+    let machine = vpc_cni_bench::provenance::Machine::detect();
     write_atomically(&policy_dir, "namespaces.yaml", &namespaces_yaml())?;
     write_atomically(&policy_dir, "remote-pods.yaml", &remote_pods_yaml())?;
     write_atomically(&policy_dir, "local-pods.yaml", &local_pods_yaml(o.adds))?;
@@ -373,7 +393,7 @@ fn run(o: &Options, quick: bool) -> Result<()> {
     let off_node = run.netns("off")?;
     let on_node = run.netns("on")?;
     let off_sock = run.daemon(&bin, &off_node, None)?;
-    let on_sock = run.daemon(&bin, &on_node, Some(&policy_dir))?;
+    let on_sock = run.daemon(&bin, &on_node, Some((&policy_dir, o.mode)))?;
     wait_pool(&bin, &off_sock, o.adds as u64)?;
     wait_pool(&bin, &on_sock, o.adds as u64)?;
     let first = log_lines(&run.dir, &on_node, "policy snapshot enforced");
@@ -484,7 +504,7 @@ fn run(o: &Options, quick: bool) -> Result<()> {
 
     let report = render(
         o,
-        started,
+        &machine,
         &ms(&off_t),
         &ms(&on_t),
         &ms(&change_times),
@@ -505,7 +525,7 @@ fn run(o: &Options, quick: bool) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn render(
     o: &Options,
-    started: SystemTime,
+    machine: &vpc_cni_bench::provenance::Machine,
     off: &[f64],
     on: &[f64],
     change: &[f64],
@@ -516,36 +536,22 @@ fn render(
     local: usize,
     views: (&Value, &Value),
 ) -> String {
-    let when = started
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let date = Command::new("date")
-        .args(["-u", "-d", &format!("@{when}"), "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let kernel = Command::new("uname")
-        .arg("-r")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
+    let load = vpc_cni_bench::provenance::load_average();
     let mean = |v: &Value| v["metrics"]["ADD"]["meanUs"].as_f64();
     let overhead = pct(on, 0.5) - pct(off, 0.5);
     let mut s = String::new();
-    let _ = writeln!(s, "<!-- policy:begin -->");
-    let _ = writeln!(s, "<!-- written by target/release/policy-bench (bench/src/bin/policy-bench.rs); edits inside these markers are overwritten -->\n");
     let _ = writeln!(
         s,
         "## NetworkPolicy enforcement: cost on the pod path, time to enforce, memory\n"
     );
     let _ = writeln!(
         s,
-        "Run {date} on {cpus} CPUs, Linux {kernel} (load average at the end {load}; machines here are shared, so compare the two columns of one run, not absolute times). Two nodes in the same run, each `ipamd serve` on the simulated {INSTANCE_TYPE}: **off** (`VPC_CNI_POLICY_SOURCE=off`) and **on** (`dir:` source, strict mode) holding {} NetworkPolicies ({} per namespace, each with podSelector, namespaceSelector+podSelector with matchExpressions, ipBlock with except, numeric, named and endPort ports, ingress and egress) and {} pods of other nodes in {} namespaces, plus this node's pods.\n",
+        "Measured on {} (load average at the end {:.2} {:.2} {:.2}; machines here are shared, so compare the two columns of one run, not absolute times). Two nodes in the same run, each `ipamd serve` on the simulated {INSTANCE_TYPE}: **off** (`VPC_CNI_POLICY_SOURCE=off`) and **on** (`dir:` source, {} mode) holding {} NetworkPolicies ({} per namespace, each with podSelector, namespaceSelector+podSelector with matchExpressions, ipBlock with except, numeric, named and endPort ports, ingress and egress) and {} pods of other nodes in {} namespaces, plus this node's pods.\n",
+        machine.headline(),
+        load[0],
+        load[1],
+        load[2],
+        o.mode,
         NAMESPACES * POLICIES_PER_NAMESPACE,
         POLICIES_PER_NAMESPACE,
         NAMESPACES * PODS_PER_NAMESPACE,
@@ -558,12 +564,12 @@ fn render(
     let _ = writeln!(s, "|---|---:|---:|---:|---|");
     let _ = writeln!(
         s,
-        "| ADD p50 ({} pods each, plugin exec'd, alternating) | {:.2} ms | {:.2} ms | {:+.2} ms | ≤ +0.30 ms {} |",
+        "| ADD p50 ({} pods each, plugin exec'd, alternating) | {:.2} ms | {:.2} ms | {:+.2} ms | ≤ +0.20 ms {} |",
         o.adds,
         pct(off, 0.5),
         pct(on, 0.5),
         overhead,
-        if overhead <= 0.3 { "✓" } else { "✗" }
+        if overhead <= 0.2 { "✓" } else { "✗" }
     );
     let _ = writeln!(
         s,
@@ -631,24 +637,17 @@ fn render(
     );
     let _ = writeln!(s, "The hook's own cost is the honest measure of the overhead: it runs inside ADD, before the veth is made (rules from the per-class cache, then one netlink transaction that only adds map elements). The first pod of each allow list (here 20 classes, 2 directions) also builds its chain and sets, which is what moves the mean and the tail.\n");
     let _ = writeln!(s, "How: `target/release/policy-bench` (`scripts/bench.sh` runs it). Pod namespaces are made beforehand; each ADD is the real `vpc-cni` exec'd with a cleared environment, timed from spawn to exit, the two nodes alternating call by call so drift hits both alike. The policy change flips the port of one rule in the 20 policies of the local pods' namespace (write + rename); the time runs until `nft -j list map inet vpc_cni ingress` shows every local pod on a new chain, polled every 2 ms.");
-    let _ = writeln!(s, "<!-- policy:end -->");
     s
 }
 
 fn publish(section: &str) -> Result<()> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md");
-    let text = std::fs::read_to_string(&path)?;
-    let new = match (
-        text.find("<!-- policy:begin -->"),
-        text.find("<!-- policy:end -->"),
-    ) {
-        (Some(a), Some(b)) => {
-            let end = b + "<!-- policy:end -->\n".len();
-            format!("{}{}{}", &text[..a], section, &text[end.min(text.len())..])
-        }
-        _ => format!("{}\n{}", text.trim_end_matches('\n'), section),
-    };
-    std::fs::write(&path, new)?;
+    let path = vpc_cni_bench::results::results_md();
+    vpc_cni_bench::results::write_section(
+        &path,
+        "policy",
+        "target/release/policy-bench (bench/src/bin/policy-bench.rs)",
+        section,
+    )?;
     eprintln!("policy-bench: wrote its section of {}", path.display());
     Ok(())
 }

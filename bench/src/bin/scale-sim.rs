@@ -226,11 +226,14 @@ fn run(o: &Options) -> Result<(), String> {
         report.header,
         started.elapsed().as_secs_f64()
     );
-    let doc =
-        std::fs::read_to_string(&o.results).unwrap_or_else(|_| "# Benchmark results\n".into());
     let section = report.markdown();
-    std::fs::write(&o.results, scale::report::splice(&doc, &section))
-        .map_err(|e| format!("{}: {e}", o.results.display()))?;
+    vpc_cni_bench::results::write_section(
+        &o.results,
+        "scale-sim",
+        "target/release/scale-sim (bench/src/bin/scale-sim.rs)",
+        &section,
+    )
+    .map_err(|e| format!("{}: {e}", o.results.display()))?;
     println!("{section}");
     Ok(())
 }

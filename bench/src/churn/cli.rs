@@ -20,6 +20,8 @@ options:
   --pods N         sequential workload: ADD N pods, then DEL them (default 500, at most 735)
   --churn-pods N   concurrent churn: ADD+DEL pairs in total per plugin (default 400)
   --workers N      concurrent churn: worker threads (default 8)
+  --burst N        ADDs started at the same instant on a warm node (default 30)
+  --bursts N       bursts per plugin (default 10)
   --quick          small counts for a smoke run; results go to bench/results/quick/
                    and bench/RESULTS.md is left alone
   --bin-dir DIR    where vpc-cni and ipamd are (default: this executable's directory)
@@ -45,6 +47,10 @@ pub struct Options {
     pub starts: usize,
     /// In-process STATUS round trips.
     pub round_trips: usize,
+    /// Concurrent ADDs of one burst.
+    pub burst: usize,
+    /// Bursts per implementation.
+    pub bursts: usize,
     /// A smoke run.
     pub quick: bool,
     /// Where `vpc-cni` and `ipamd` are.
@@ -72,6 +78,12 @@ pub fn bench_dir() -> PathBuf {
 }
 
 impl Options {
+    /// Pods of the in-process workload (d): enough for a stable mean,
+    /// fewer than the sequential workload's.
+    pub fn in_process_pods(&self) -> usize {
+        (self.pods / 5).clamp(10, 100)
+    }
+
     fn defaults(quick: bool) -> Result<Self> {
         let exe = std::env::current_exe()?;
         let bin_dir = exe
@@ -87,6 +99,8 @@ impl Options {
                 churn_rounds: 2,
                 starts: 30,
                 round_trips: 300,
+                burst: 30,
+                bursts: 2,
                 quick,
                 bin_dir,
                 out_dir: results.join("quick"),
@@ -101,6 +115,8 @@ impl Options {
                 churn_rounds: 4,
                 starts: 200,
                 round_trips: 2000,
+                burst: 30,
+                bursts: 10,
                 quick,
                 bin_dir,
                 out_dir: results,
@@ -130,6 +146,8 @@ impl Options {
                 "--pods" => o.pods = count(arg, &value()?)?,
                 "--churn-pods" => o.churn_pods = count(arg, &value()?)?,
                 "--workers" => o.workers = count(arg, &value()?)?,
+                "--burst" => o.burst = count(arg, &value()?)?,
+                "--bursts" => o.bursts = count(arg, &value()?)?,
                 "--bin-dir" => o.bin_dir = PathBuf::from(value()?),
                 "--durability" => {
                     let mode = value()?;
@@ -171,7 +189,10 @@ impl Options {
 
     /// How many of our pods exist at once at most (sizes ipamd's pool).
     pub fn peak_pods(&self) -> usize {
-        self.pods.max(self.workers)
+        self.pods
+            .max(self.workers)
+            .max(self.in_process_pods())
+            .max(self.burst)
     }
 }
 

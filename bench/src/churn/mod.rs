@@ -7,8 +7,10 @@
 //! - `workloads`: (a) sequential, (b) concurrent churn, (c) start and round trip.
 //! - `stats`, `report`, `plot`, `machine`: percentiles, tables, the SVG, the machine.
 
+mod breakdown;
 pub mod cli;
 mod daemon;
+mod durability;
 mod harness;
 mod machine;
 mod netns;
@@ -126,14 +128,28 @@ fn measure(harness: &mut Harness, o: &Options) -> Result<Measured> {
         namespaces: harness.namespaces(),
     };
     bench.warm_up()?;
+    let before_sequential = daemon::introspect_at(&socket)?;
     let sequential = phase(&format!("(a) sequential, {} pods", o.pods), || {
         bench.sequential(o.pods)
     })?;
     // Only the warm-up and (a) have reached ipamd so far.
     let introspect = daemon::introspect_at(&socket)?;
+    let in_process = phase(
+        &format!("(d) in-process ADD and DEL, {} pods", o.in_process_pods()),
+        || workloads::in_process(&bench, &socket, o.in_process_pods()),
+    )?;
+    let after_in_process = daemon::introspect_at(&socket)?;
     let churn = phase(
         &format!("(b) {}-way churn, {} pods", o.workers, o.churn_pods),
         || bench.churn(o.churn_pods, o.workers, o.churn_rounds),
+    )?;
+    let bursts = phase(
+        &format!("(e) {} bursts of {} concurrent ADDs", o.bursts, o.burst),
+        || {
+            (0..o.bursts)
+                .map(|r| bench.burst(o.burst, r))
+                .collect::<Result<Vec<_>>>()
+        },
     )?;
     let floor_churn = phase("(b) floor: the same churn with a no-op exec", || {
         bench.floor_churn(o.churn_pods, o.workers)
@@ -152,6 +168,9 @@ fn measure(harness: &mut Harness, o: &Options) -> Result<Measured> {
         floor_churn,
         round_trips,
         ipamd_metrics: introspect["metrics"].clone(),
+        in_process,
+        bursts,
+        timings: [before_sequential, introspect, after_in_process].map(|v| v["timings"].clone()),
     })
 }
 
@@ -173,6 +192,7 @@ fn publish(o: &Options, machine: Machine, other_cpu: OtherCpu, m: &Measured) -> 
         workers: o.workers,
         starts: o.starts,
         round_trips: o.round_trips,
+        burst: o.burst,
         quick: o.quick,
     };
     let report = Report::new(machine, other_cpu, sizes, m);
@@ -187,10 +207,21 @@ fn publish(o: &Options, machine: Machine, other_cpu: OtherCpu, m: &Measured) -> 
         o.out_dir.display(),
         svg.display()
     );
+    let path = vpc_cni_bench::results::results_md();
     if o.update_results_md {
-        let path = cli::bench_dir().join("RESULTS.md");
         report::update_results_md(&path, &report.markdown("results/pod-churn-latency.svg"))?;
         println!("updated {}", path.display());
+    }
+    if o.durability.is_some() {
+        if let Some(section) = durability::section(&cli::bench_dir().join("results"))? {
+            vpc_cni_bench::results::write_section(
+                &path,
+                durability::SECTION,
+                durability::TOOL,
+                &section,
+            )?;
+            println!("updated the durability section of {}", path.display());
+        }
     }
     Ok(())
 }

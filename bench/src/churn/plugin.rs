@@ -59,6 +59,25 @@ impl Pod {
     }
 }
 
+/// `K8S_POD_NAMESPACE` of every pod.
+const POD_NAMESPACE: &str = "bench";
+
+impl Pod {
+    fn uid(&self) -> &str {
+        &self.container_id[..32]
+    }
+
+    /// What the plugin makes of this pod's `CNI_ARGS`.
+    pub fn args(&self) -> cni_plugin::wire::PodArgs {
+        cni_plugin::wire::PodArgs {
+            namespace: Some(POD_NAMESPACE.into()),
+            name: Some(self.name.clone()),
+            infra_container_id: Some(self.container_id.clone()),
+            uid: Some(self.uid().into()),
+        }
+    }
+}
+
 /// A deterministic 64-hex-digit id derived from the pod name and this pid.
 fn container_id(name: &str) -> String {
     // FNV-1a, four lanes: unique enough for one run, no dependency.
@@ -162,13 +181,18 @@ impl Plugin {
         }
     }
 
+    /// The network configuration it reads on stdin.
+    pub fn config(&self) -> &[u8] {
+        &self.config
+    }
+
     fn pod_env(pod: &Pod) -> Vec<(&'static str, String)> {
         let args = format!(
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={};\
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={POD_NAMESPACE};K8S_POD_NAME={};\
              K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
             pod.name,
             pod.container_id,
-            &pod.container_id[..32]
+            pod.uid()
         );
         vec![
             ("CNI_CONTAINERID", pod.container_id.clone()),

@@ -58,6 +58,15 @@ impl<T> Pair<T> {
     }
 
     /// Builds a pair by calling `f` for each implementation.
+    pub fn build(mut f: impl FnMut(Impl) -> T) -> Self {
+        Pair {
+            ours: f(Impl::Ours),
+            reference: f(Impl::Reference),
+        }
+    }
+
+    /// Builds a pair by calling `f` for each implementation; the first
+    /// error wins.
     pub fn try_build(mut f: impl FnMut(Impl) -> Result<T>) -> Result<Self> {
         Ok(Pair {
             ours: f(Impl::Ours)?,
@@ -118,6 +127,103 @@ impl Churn {
     pub fn pods_per_sec(&self) -> f64 {
         self.pods as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
     }
+}
+
+/// A burst of concurrent ADDs on a warm node.
+#[derive(Debug, Clone, Default)]
+pub struct Burst {
+    /// Each ADD's latency, spawn to exit.
+    pub adds: Vec<Duration>,
+    /// From the common start to the last answer.
+    pub last: Duration,
+}
+
+impl Bench<'_> {
+    /// (e) `n` ADDs started at the same instant from `n` threads, per
+    /// implementation (one implementation's burst after the other's, the
+    /// order alternating by `round`); then their DELs, unmeasured.
+    pub fn burst(&self, n: usize, round: usize) -> Result<Pair<Burst>> {
+        let pods = Pair::try_build(|k| self.make_pods(k.tag(), &format!("burst{round}"), n))?;
+        let links = link_count()?;
+        let mut out = Pair::<Burst>::default();
+        for kind in order(round) {
+            settle(Some(links))?;
+            let plugin = self.plugins.get(kind);
+            let start = std::sync::Barrier::new(n + 1);
+            let results: Vec<Result<(Duration, Instant)>> = thread::scope(|s| {
+                let handles: Vec<_> = pods
+                    .get(kind)
+                    .iter()
+                    .map(|pod| {
+                        let start = &start;
+                        s.spawn(move || {
+                            start.wait();
+                            let took = plugin.add(pod)?;
+                            Ok((took, Instant::now()))
+                        })
+                    })
+                    .collect();
+                start.wait();
+                let t0 = Instant::now();
+                let mut all: Vec<Result<(Duration, Instant)>> = handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err("a burst thread panicked".into()))
+                    })
+                    .collect();
+                all.push(Ok((Duration::ZERO, t0)));
+                all
+            });
+            let mut results = results.into_iter().collect::<Result<Vec<_>>>()?;
+            let (_, t0) = results.pop().expect("the start time is pushed last");
+            let b = out.get_mut(kind);
+            b.last = results
+                .iter()
+                .map(|(_, done)| done.saturating_duration_since(t0))
+                .max()
+                .unwrap_or_default();
+            b.adds = results.into_iter().map(|(took, _)| took).collect();
+            for pod in pods.get(kind) {
+                plugin.del(pod)?;
+                self.namespaces.delete(&pod.netns_name)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// (d) `n` pods ADDed one after another and then DELeted through the
+/// plugin's client from this process (no exec), each pod's namespace
+/// deleted after its DEL: the socket and ipamd without the plugin process.
+pub fn in_process(bench: &Bench<'_>, socket: &Path, n: usize) -> Result<Latencies> {
+    let pods = bench.make_pods("inproc", "seq", n)?;
+    settle(None)?;
+    let config: serde_json::Value = serde_json::from_slice(bench.plugins.ours.config())?;
+    let call_one = |command: Verb, pod: &Pod| -> Result<Duration> {
+        let request = cni_plugin::wire::Request {
+            v: cni_plugin::wire::PROTOCOL_VERSION,
+            command,
+            container_id: pod.container_id.clone(),
+            netns: pod.netns.display().to_string(),
+            ifname: "eth0".into(),
+            args: pod.args(),
+            config: config.clone(),
+        };
+        let started = Instant::now();
+        call(socket, &request, Duration::from_secs(10))
+            .map_err(|e| format!("in-process {command:?} for {}: {e}", pod.name))?;
+        Ok(started.elapsed())
+    };
+    let mut out = Latencies::default();
+    for pod in &pods {
+        out.add.push(call_one(Verb::Add, pod)?);
+    }
+    for pod in &pods {
+        out.del.push(call_one(Verb::Del, pod)?);
+        bench.namespaces.delete(&pod.netns_name)?;
+    }
+    Ok(out)
 }
 
 /// STATUS round trips from this process to ipamd.

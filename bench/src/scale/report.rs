@@ -8,11 +8,6 @@ use ipamd::cloud::sim::Action;
 use super::node::Policy;
 use super::{quantile, Phase};
 
-/// Start marker of the section.
-pub const BEGIN: &str = "<!-- scale-sim:begin -->";
-/// End marker of the section.
-pub const END: &str = "<!-- scale-sim:end -->";
-
 /// A lone node's cold start.
 pub struct Lone {
     /// Policy.
@@ -295,32 +290,5 @@ impl Report {
             );
         }
         m
-    }
-}
-
-/// `doc` with the marked section replaced by `section` (appended if absent).
-pub fn splice(doc: &str, section: &str) -> String {
-    let block = format!(
-        "{BEGIN}\n<!-- written by target/release/scale-sim (bench/src/bin/scale-sim.rs); edits inside these markers are overwritten -->\n\n{section}\n{END}"
-    );
-    match (doc.find(BEGIN), doc.find(END)) {
-        (Some(b), Some(e)) if e > b => format!("{}{}{}", &doc[..b], block, &doc[e + END.len()..]),
-        _ => format!("{}\n\n{}\n", doc.trim_end(), block),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splice_replaces_or_appends() {
-        let doc = "# R\n\nintro\n";
-        let once = splice(doc, "A");
-        assert!(once.starts_with("# R\n\nintro\n\n<!-- scale-sim:begin -->"));
-        assert!(once.ends_with("A\n<!-- scale-sim:end -->\n"));
-        let twice = splice(&once, "B");
-        assert!(twice.contains("\nB\n<!-- scale-sim:end -->") && !twice.contains("\nA\n"));
-        assert_eq!(twice.matches(BEGIN).count(), 1);
     }
 }
