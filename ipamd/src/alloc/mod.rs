@@ -48,6 +48,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use ring::{Entry, Pop, Ring};
 
 /// Who holds an address: one CNI attachment.
@@ -180,8 +181,10 @@ pub struct Allocator {
     rings: Box<[Ring]>,
     shards: usize,
     /// Every slot id the allocator can ever use: live addresses plus retired
-    /// ones whose ring entry has not been dropped yet.
-    slots: Box<[Slot]>,
+    /// ones whose ring entry has not been dropped yet. A cache line each:
+    /// two threads working on neighbouring slots would otherwise bounce one
+    /// line between their cores on every alloc and free.
+    slots: Box<[CachePadded<Slot>]>,
     /// Ids of retired slots whose ring entry is gone: reusable by `grow`.
     recycled: Ring,
     /// Who holds which slot.
@@ -237,10 +240,12 @@ impl Allocator {
         let capacity = capacity.max(1);
         // One ring per hardware thread (at least 2, at most 16): enough to
         // spread contention, few enough that the starved path (which looks
-        // at every ring's head) stays cheap.
+        // at every ring's head) stays cheap. A power of two, so a thread's
+        // home is a mask, not a division, on every alloc and free.
         let shards = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
-            .clamp(2, 16);
+            .clamp(2, 16)
+            .next_power_of_two();
         // Each ring must be able to hold every entry (releases go to the
         // releasing thread's ring, whichever that is): the live slots plus
         // retired ones not yet dropped, hence twice the capacity.
@@ -251,7 +256,7 @@ impl Allocator {
             .collect();
         let ids = rings[0].capacity();
         Self {
-            slots: (0..ids).map(|_| Slot::unused()).collect(),
+            slots: (0..ids).map(|_| CachePadded::new(Slot::unused())).collect(),
             recycled: Ring::with_capacity(ids),
             rings,
             shards,
@@ -292,7 +297,7 @@ impl Allocator {
             l.0.set(h);
             h
         });
-        home % self.shards
+        home & (self.shards - 1)
     }
 
     /// Adds addresses of ENI `eni_index` to the pool. Addresses already in
@@ -358,10 +363,9 @@ impl Allocator {
 
     /// Pushes into ring `start`, or the next one with room.
     fn push(&self, start: usize, entry: Entry) {
-        let n = self.rings.len();
         let mut entry = entry;
-        for k in 0..n {
-            match self.rings[(start + k) % n].push(entry) {
+        for ring in self.rings[start..].iter().chain(&self.rings[..start]) {
+            match ring.push(entry) {
                 Ok(()) => return,
                 Err(back) => entry = back,
             }
@@ -406,7 +410,7 @@ impl Allocator {
         let order = || {
             std::iter::once(home)
                 .chain(std::iter::once(self.fresh()))
-                .chain((1..self.shards).map(move |k| (home + k) % self.shards))
+                .chain((1..self.shards).map(move |k| (home + k) & (self.shards - 1)))
         };
         // Set once a scan found nothing: the pushes seen before the next scan.
         let mut pushes_before: Option<u64> = None;
@@ -488,7 +492,10 @@ impl Allocator {
         let now = self.now_ms();
         // Before the state flips: a scan that sees FREE sees this time (or a
         // later one), so it never counts a just-released address as rested.
-        let before = slot.freed_ms.swap(now, Ordering::Relaxed);
+        // Only the holder frees a slot, so a plain store will do (an atomic
+        // swap costs as much as the rest of this function).
+        let before = slot.freed_ms.load(Ordering::Relaxed);
+        slot.freed_ms.store(now, Ordering::Relaxed);
         if slot
             .state
             .compare_exchange(HELD, FREE, Ordering::AcqRel, Ordering::Acquire)

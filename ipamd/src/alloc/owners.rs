@@ -6,16 +6,17 @@
 //! different pods, so with the key's hash choosing among many shards they
 //! almost never wait for each other, and an uncontended mutex costs less
 //! than a lock-free map's epoch bookkeeping (measured, see the allocator
-//! section of `bench/RESULTS.md`). A std mutex, not an async one: nothing
+//! section of `bench/RESULTS.md`). hashbrown's `HashTable` lets one hash of
+//! the key serve both the shard and the table. A std mutex, not an async one: nothing
 //! waits while holding it, and the critical sections are a few hash-map
 //! operations.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
 
 use crossbeam_utils::CachePadded;
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
 
 use super::{AttachmentKey, SlotId};
 
@@ -26,7 +27,9 @@ const SHARDS: usize = 64;
 /// ADD and DEL; SipHash costs more than the rest of the path.
 type Hasher = foldhash::fast::RandomState;
 
-type Shard = HashMap<AttachmentKey, SlotId, Hasher>;
+/// A hash table that takes the hash from us, so each operation hashes its
+/// key once for both the shard and the slot within it.
+type Shard = HashTable<(AttachmentKey, SlotId)>;
 
 /// The map.
 pub struct Owners {
@@ -43,27 +46,36 @@ impl Default for Owners {
 impl Owners {
     /// An empty map.
     pub fn new() -> Self {
-        let hasher = Hasher::default();
         Owners {
             shards: (0..SHARDS)
-                .map(|_| CachePadded::new(Mutex::new(HashMap::with_hasher(hasher.clone()))))
+                .map(|_| CachePadded::new(Mutex::new(HashTable::new())))
                 .collect(),
-            hasher,
+            hasher: Hasher::default(),
         }
     }
 
-    fn shard(&self, key: &AttachmentKey) -> MutexGuard<'_, Shard> {
-        let i = self.hasher.hash_one(key) as usize & (SHARDS - 1);
+    /// The key's hash and its shard, locked. The shard comes from bits the
+    /// table itself does not use (it takes the low bits for the bucket and
+    /// the top seven for its tags), so keys stay spread within a shard.
+    fn shard(&self, key: &AttachmentKey) -> (u64, MutexGuard<'_, Shard>) {
+        let hash = self.hasher.hash_one(key);
+        let i = (hash >> 32) as usize & (SHARDS - 1);
         // A panic while holding a shard cannot leave a half-made entry: the
-        // map's own operations do not unwind midway.
-        self.shards[i]
+        // table's own operations do not unwind midway.
+        let guard = self.shards[i]
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (hash, guard)
+    }
+
+    fn rehash(&self) -> impl Fn(&(AttachmentKey, SlotId)) -> u64 + '_ {
+        |(k, _)| self.hasher.hash_one(k)
     }
 
     /// The slot `key` holds.
     pub fn get(&self, key: &AttachmentKey) -> Option<SlotId> {
-        self.shard(key).get(key).copied()
+        let (hash, shard) = self.shard(key);
+        shard.find(hash, |(k, _)| k == key).map(|(_, id)| *id)
     }
 
     /// The slot `key` holds, or, if none, the one `take` gives (which `key`
@@ -75,30 +87,33 @@ impl Owners {
         key: &AttachmentKey,
         take: impl FnOnce() -> Option<SlotId>,
     ) -> Option<(SlotId, bool)> {
-        let mut shard = self.shard(key);
-        if let Some(&id) = shard.get(key) {
-            return Some((id, false));
+        let (hash, mut shard) = self.shard(key);
+        match shard.entry(hash, |(k, _)| k == key, self.rehash()) {
+            Entry::Occupied(o) => Some((o.get().1, false)),
+            Entry::Vacant(v) => {
+                let id = take()?;
+                v.insert((key.clone(), id));
+                Some((id, true))
+            }
         }
-        let id = take()?;
-        shard.insert(key.clone(), id);
-        Some((id, true))
     }
 
     /// Records that `key` holds `id` (replacing what it held).
     pub fn insert(&self, key: AttachmentKey, id: SlotId) {
-        match self.shard(&key).entry(key) {
-            Entry::Occupied(mut o) => {
-                o.insert(id);
-            }
+        let (hash, mut shard) = self.shard(&key);
+        match shard.entry(hash, |(k, _)| *k == key, self.rehash()) {
+            Entry::Occupied(mut o) => o.get_mut().1 = id,
             Entry::Vacant(v) => {
-                v.insert(id);
+                v.insert((key, id));
             }
         }
     }
 
     /// Forgets `key`; returns the slot it held.
     pub fn remove(&self, key: &AttachmentKey) -> Option<SlotId> {
-        self.shard(key).remove(key)
+        let (hash, mut shard) = self.shard(key);
+        let found = shard.find_entry(hash, |(k, _)| k == key).ok()?;
+        Some(found.remove().0 .1)
     }
 
     /// Every holder, in no order.
@@ -107,10 +122,7 @@ impl Owners {
             .iter()
             .flat_map(|s| {
                 let shard = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                shard
-                    .iter()
-                    .map(|(k, &v)| (k.clone(), v))
-                    .collect::<Vec<_>>()
+                shard.iter().cloned().collect::<Vec<_>>()
             })
             .collect()
     }
