@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
 
+use crate::cloud::sim::ApiLatency;
+
 /// Which cloud provider backs the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloudKind {
@@ -30,8 +32,9 @@ pub struct SimSettings {
     pub vpc_cidr: Ipv4Network,
     /// `VPC_CNI_SIM_SUBNET_CIDR` (default `10.0.0.0/20`).
     pub subnet_cidr: Ipv4Network,
-    /// `VPC_CNI_SIM_API_LATENCY_MS` (default 0).
-    pub api_latency: Duration,
+    /// `VPC_CNI_SIM_API_LATENCY_MS`: milliseconds every call takes (default
+    /// 0), or `ec2` for EC2's measured latencies.
+    pub api_latency: ApiLatency,
 }
 
 /// Warm-pool targets (aws-node's meaning).
@@ -230,9 +233,8 @@ impl Config {
                 .unwrap_or_else(|| "10.0.0.0/16".parse().expect("literal")),
             subnet_cidr: parse(&env, "VPC_CNI_SIM_SUBNET_CIDR")?
                 .unwrap_or_else(|| "10.0.0.0/20".parse().expect("literal")),
-            api_latency: Duration::from_millis(
-                parse(&env, "VPC_CNI_SIM_API_LATENCY_MS")?.unwrap_or(0),
-            ),
+            api_latency: parse(&env, "VPC_CNI_SIM_API_LATENCY_MS")?
+                .unwrap_or(ApiLatency::Uniform(Duration::ZERO)),
         };
         if !sim.vpc_cidr.contains(sim.subnet_cidr.network())
             || sim.subnet_cidr.prefix() < sim.vpc_cidr.prefix()
@@ -488,6 +490,7 @@ mod tests {
             ("VPC_CNI_RECONCILE_INTERVAL_S", "5"),
             ("VPC_CNI_LEAK_GRACE_S", "soon"),
             ("VPC_CNI_SIM_SUBNET_CIDR", "192.168.0.0/24"),
+            ("VPC_CNI_SIM_API_LATENCY_MS", "slow"),
             ("VPC_CNI_LOG_LEVEL", "loud"),
             ("VPC_CNI_LOG_FORMAT", "xml"),
             ("VPC_CNI_METRICS_ADDR", "61678"),
@@ -505,6 +508,19 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn sim_latency_is_milliseconds_or_ec2() {
+        let ms = Config::from_vars(vars(&[("VPC_CNI_SIM_API_LATENCY_MS", "40")])).unwrap();
+        assert_eq!(
+            ms.sim.api_latency,
+            ApiLatency::Uniform(Duration::from_millis(40))
+        );
+        let ec2 = Config::from_vars(vars(&[("VPC_CNI_SIM_API_LATENCY_MS", "ec2")])).unwrap();
+        assert_eq!(ec2.sim.api_latency, ApiLatency::Ec2);
+        let unset = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(unset.sim.api_latency, ApiLatency::Uniform(Duration::ZERO));
     }
 
     #[test]

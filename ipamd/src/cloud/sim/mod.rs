@@ -107,8 +107,42 @@ pub struct SimConfig {
     pub vpc_cidr: Ipv4Network,
     /// The node's subnet; must lie inside `vpc_cidr`.
     pub subnet_cidr: Ipv4Network,
-    /// How long every API call takes (finer control: [`SimVpc::with_behaviour`]).
-    pub api_latency: Duration,
+    /// How long API calls take (finer control: [`SimVpc::with_behaviour`]).
+    pub api_latency: ApiLatency,
+}
+
+/// How long the simulated EC2 API takes to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiLatency {
+    /// Every call takes this long; a new ENI is usable at once.
+    Uniform(Duration),
+    /// EC2's measured latencies ([`Latencies::ec2`]): an Assign ≈ 0.5 s, a
+    /// new ENI usable ≈ 5 s after Attach, IMDS ≈ 1 s behind.
+    Ec2,
+}
+
+impl ApiLatency {
+    /// The per-call latencies.
+    pub fn latencies(self) -> Latencies {
+        match self {
+            ApiLatency::Uniform(d) => Latencies::uniform(d),
+            ApiLatency::Ec2 => Latencies::ec2(),
+        }
+    }
+}
+
+impl std::str::FromStr for ApiLatency {
+    type Err = String;
+
+    /// Whole milliseconds, or `ec2`.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("ec2") {
+            return Ok(ApiLatency::Ec2);
+        }
+        s.parse::<u64>()
+            .map(|ms| ApiLatency::Uniform(Duration::from_millis(ms)))
+            .map_err(|_| "must be whole milliseconds or `ec2`".to_string())
+    }
 }
 
 impl Default for SimConfig {
@@ -120,7 +154,7 @@ impl Default for SimConfig {
                 .expect("/16 is a valid prefix"),
             subnet_cidr: Ipv4Network::new(Ipv4Addr::new(10, 0, 0, 0), 20)
                 .expect("/20 is a valid prefix"),
-            api_latency: Duration::ZERO,
+            api_latency: ApiLatency::Uniform(Duration::ZERO),
         }
     }
 }
@@ -433,7 +467,7 @@ impl SimCloud {
         // user sees first is about what they most likely mistyped.
         lookup_limits(&config.instance_type)?;
         let behaviour = Behaviour {
-            latencies: Latencies::uniform(config.api_latency),
+            latencies: config.api_latency.latencies(),
             ..Behaviour::default()
         };
         let vpc = Arc::new(SimVpc::with_behaviour(
@@ -1174,7 +1208,7 @@ mod tests {
     async fn every_call_takes_the_api_latency() {
         let latency = Duration::from_millis(250);
         let config = SimConfig {
-            api_latency: latency,
+            api_latency: ApiLatency::Uniform(latency),
             ..SimConfig::default()
         };
         let cloud = SimCloud::new(config, Arc::new(NoFabric)).await.unwrap();

@@ -19,9 +19,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::addresses::SubnetAddresses;
-use super::{
-    lookup_limits, Behaviour, Fabric, Latencies, SimCloud, SimConfig, SimError, SimVpc, VpcState,
-};
+use super::{lookup_limits, Behaviour, Fabric, SimCloud, SimConfig, SimError, SimVpc, VpcState};
 use crate::cloud::{Cloud, DetachedEni, Eni, EniId, MacAddr, NodeInfo, Result, Subnet};
 use ipnetwork::Ipv4Network;
 
@@ -110,7 +108,7 @@ impl SimCloud {
             config.vpc_cidr,
             config.subnet_cidr,
             Behaviour {
-                latencies: Latencies::uniform(config.api_latency),
+                latencies: config.api_latency.latencies(),
                 ..Behaviour::default()
             },
         )?;
