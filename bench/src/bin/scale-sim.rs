@@ -10,13 +10,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[path = "../scale/mod.rs"]
-mod scale;
-
 use plotters::style::RGBColor;
-use scale::node::{Node, Policy};
-use scale::report::{Lone, LongRun, Report, ScaleRun};
-use scale::{bucket_bound, Fleet, Phase};
+use vpc_cni_bench::scale::node::Policy;
+use vpc_cni_bench::scale::report::{LongRun, Report, ScaleRun};
+use vpc_cni_bench::scale::{self, bucket_bound, lone, virtual_time, Fleet};
 
 struct Options {
     nodes: Vec<usize>,
@@ -59,61 +56,6 @@ fn parse() -> Result<Options, String> {
         }
     }
     Ok(o)
-}
-
-/// Runs `f` on a fresh single-threaded runtime with a paused clock; every
-/// task it spawned dies with the runtime.
-fn virtual_time<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
-fn lone(policy: Policy, preheld: bool) -> Result<Lone, String> {
-    virtual_time(async move {
-        let vpcs = scale::account(1);
-        let t0 = tokio::time::Instant::now();
-        let s0 = vpcs[0].stats();
-        let node = Arc::new(Node::start(vpcs[0].clone(), policy, u32::from(preheld)).await?);
-        let adds: Vec<_> = (0..scale::PODS)
-            .map(|i| {
-                let node = node.clone();
-                tokio::spawn(async move {
-                    node.add(ipamd::alloc::AttachmentKey::new(format!("p{i}"), "eth0"))
-                        .await
-                })
-            })
-            .collect();
-        let mut times = Vec::new();
-        for a in adds {
-            times.push(a.await.map_err(|e| e.to_string())?.duration_since(t0));
-        }
-        let calls = vpcs[0].stats();
-        Ok(Lone {
-            policy,
-            preheld,
-            phase: Phase {
-                first: vec![*times.iter().min().expect("pods")],
-                all: vec![*times.iter().max().expect("pods")],
-                calls: scale::Calls {
-                    by_action: ipamd::cloud::sim::Action::ALL
-                        .iter()
-                        .map(|&a| {
-                            (
-                                a,
-                                calls.of(a).calls - s0.of(a).calls,
-                                calls.of(a).throttled - s0.of(a).throttled,
-                            )
-                        })
-                        .collect(),
-                },
-                idle_per_node: 0.0,
-            },
-        })
-    })
 }
 
 fn machine() -> String {

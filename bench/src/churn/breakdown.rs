@@ -122,7 +122,7 @@ impl Column {
 }
 
 /// What each phase of ipamd is, for the table.
-fn label(phase: &str, verb: &str) -> &'static str {
+pub(super) fn label(phase: &str, verb: &str) -> &'static str {
     match (phase, verb) {
         ("accept", _) => "ipamd: `accept` returned → connection task running",
         ("read", _) => "ipamd: peer check, read the request",

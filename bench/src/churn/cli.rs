@@ -29,6 +29,10 @@ options:
                    is on disk) or `async`; results go to bench/results/durability-M/
                    and bench/RESULTS.md is left alone (its durability section
                    compares the two runs)
+  --before COMMIT  the binaries in --bin-dir were built from COMMIT, an earlier tree:
+                   results go to bench/results/before/, bench/RESULTS.md is left
+                   alone, and later runs show that run's headline and breakdown
+                   beside their own (the cold-node burst (f) is skipped)
   -h, --help       this text
 ";
 
@@ -61,6 +65,8 @@ pub struct Options {
     pub update_results_md: bool,
     /// `VPC_CNI_DURABILITY` for ipamd (`None`: its default, `sync`).
     pub durability: Option<String>,
+    /// The commit an earlier build in `bin_dir` came from (`--before`).
+    pub before: Option<String>,
 }
 
 /// The outcome of parsing.
@@ -75,6 +81,11 @@ pub enum Parsed {
 /// The `bench/` directory of the source tree this binary was built from.
 pub fn bench_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where a `--before` run's results go.
+pub fn before_dir() -> PathBuf {
+    bench_dir().join("results").join("before")
 }
 
 impl Options {
@@ -106,6 +117,7 @@ impl Options {
                 out_dir: results.join("quick"),
                 update_results_md: false,
                 durability: None,
+                before: None,
             }
         } else {
             Options {
@@ -122,6 +134,7 @@ impl Options {
                 out_dir: results,
                 update_results_md: true,
                 durability: None,
+                before: None,
             }
         })
     }
@@ -161,6 +174,11 @@ impl Options {
                         .join(format!("durability-{mode}"));
                     o.update_results_md = false;
                     o.durability = Some(mode);
+                }
+                "--before" => {
+                    o.before = Some(value()?);
+                    o.out_dir = before_dir();
+                    o.update_results_md = false;
                 }
                 other => return Err(format!("unknown argument {other:?}").into()),
             }
@@ -241,5 +259,13 @@ mod tests {
         assert_eq!(d.durability.as_deref(), Some("async"));
         assert!(!d.update_results_md && d.out_dir.ends_with("results/durability-async"));
         assert!(matches!(parse(&["--help"]).unwrap(), Parsed::Help));
+        assert!(parse(&["--before"]).is_err());
+    }
+
+    #[test]
+    fn a_before_run_keeps_to_its_own_dir() {
+        let b = run(&["--before", "1b860c2", "--quick"]);
+        assert_eq!(b.before.as_deref(), Some("1b860c2"));
+        assert!(!b.update_results_md && b.out_dir.ends_with("results/before"));
     }
 }

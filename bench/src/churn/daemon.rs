@@ -17,6 +17,8 @@ use super::{interrupted, Result};
 
 /// The simulated instance: 15 ENIs × 49 secondary IPs.
 pub const INSTANCE_TYPE: &str = "m5.24xlarge";
+/// The cold node of workload (f): the scale simulation's node.
+pub const COLD_INSTANCE_TYPE: &str = "m5.large";
 /// Its subnet, large enough for every address the instance can hold.
 pub const SUBNET: &str = "10.0.0.0/16";
 /// Addresses kept in the pool beyond the pods of the largest workload.
@@ -65,6 +67,40 @@ impl Daemon {
         pods: usize,
         durability: Option<&str>,
     ) -> Result<Self> {
+        Self::spawn(
+            bin_dir,
+            dir,
+            &[
+                ("VPC_CNI_SIM_INSTANCE_TYPE", INSTANCE_TYPE.to_string()),
+                ("VPC_CNI_SIM_SUBNET_CIDR", SUBNET.to_string()),
+                ("MINIMUM_IP_TARGET", (pods + POOL_HEADROOM).to_string()),
+                ("VPC_CNI_VETH_REAP_DELAY_MS", VETH_REAP_DELAY_MS.to_string()),
+                (
+                    "VPC_CNI_DURABILITY",
+                    durability.unwrap_or("sync").to_string(),
+                ),
+            ],
+        )
+    }
+
+    /// Starts ipamd as a fresh node runs it: nothing in `dir`, the shipped
+    /// defaults, prefix delegation on (as in the scale simulation's model),
+    /// an m5.large, the sim's API latencies set to `latency`
+    /// (`VPC_CNI_SIM_API_LATENCY_MS`). Spawned from the calling thread, so
+    /// in its network namespace.
+    pub fn start_cold(bin_dir: &Path, dir: &Path, latency: &str) -> Result<Self> {
+        Self::spawn(
+            bin_dir,
+            dir,
+            &[
+                ("VPC_CNI_SIM_INSTANCE_TYPE", COLD_INSTANCE_TYPE.to_string()),
+                ("ENABLE_PREFIX_DELEGATION", "true".to_string()),
+                ("VPC_CNI_SIM_API_LATENCY_MS", latency.to_string()),
+            ],
+        )
+    }
+
+    fn spawn(bin_dir: &Path, dir: &Path, settings: &[(&str, String)]) -> Result<Self> {
         let socket = dir.join("ipamd.sock");
         let log = dir.join("ipamd.log");
         let out = File::create(&log)?;
@@ -82,11 +118,7 @@ impl Daemon {
                 "VPC_CNI_AWS_NODE_CHECKPOINT",
                 dir.join("aws-node-ipam.json"),
             )
-            .env("VPC_CNI_SIM_INSTANCE_TYPE", INSTANCE_TYPE)
-            .env("VPC_CNI_SIM_SUBNET_CIDR", SUBNET)
-            .env("MINIMUM_IP_TARGET", (pods + POOL_HEADROOM).to_string())
-            .env("VPC_CNI_VETH_REAP_DELAY_MS", VETH_REAP_DELAY_MS)
-            .env("VPC_CNI_DURABILITY", durability.unwrap_or("sync"))
+            .envs(settings.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -133,6 +165,30 @@ impl Daemon {
                 return Err(format!("ipamd did not answer within {FILL_TIMEOUT:?}").into());
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls CNI STATUS until ipamd says it is ready, as containerd does
+    /// before it lets kubelet create sandboxes (every 5 ms here, where
+    /// containerd waits seconds between checks).
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            self.check_alive()?;
+            if interrupted() {
+                return Err("interrupted".into());
+            }
+            match call(
+                &self.socket,
+                &node_request(Verb::Status),
+                Duration::from_secs(5),
+            ) {
+                Ok(_) => return Ok(()),
+                Err(e) if started.elapsed() > timeout => {
+                    return Err(format!("ipamd not ready after {timeout:?}: {e}").into())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
         }
     }
 

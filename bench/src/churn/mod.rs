@@ -4,11 +4,15 @@
 //! - `cli`: options.
 //! - `harness`: the guard owning the node namespace, ipamd and every pod namespace.
 //! - `netns`, `daemon`, `plugin`: namespaces, ipamd, one plugin exec.
-//! - `workloads`: (a) sequential, (b) concurrent churn, (c) start and round trip.
+//! - `workloads`: (a) sequential, (b) concurrent churn, (c) start and round
+//!   trip, (d) in-process calls, (e) bursts on a warm node.
+//! - `cold`: (f) a burst on a cold node, and the scale model's figures for it.
 //! - `stats`, `report`, `plot`, `machine`: percentiles, tables, the SVG, the machine.
 
+mod before;
 mod breakdown;
 pub mod cli;
+mod cold;
 mod daemon;
 mod durability;
 mod harness;
@@ -160,6 +164,17 @@ fn measure(harness: &mut Harness, o: &Options) -> Result<Measured> {
     let round_trips = phase(&format!("(c) round trip, {} calls", o.round_trips), || {
         workloads::round_trip(&socket, o.round_trips)
     })?;
+    // An earlier build may not know the settings the cold node needs.
+    let (cold, cold_model) = if o.before.is_some() {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            phase("(f) a burst on a cold node", || {
+                cold::measure(harness.namespaces(), &o.bin_dir, harness.dir())
+            })?,
+            phase("(f) the same burst in the scale model", cold::modelled)?,
+        )
+    };
     Ok(Measured {
         sequential,
         churn,
@@ -170,6 +185,8 @@ fn measure(harness: &mut Harness, o: &Options) -> Result<Measured> {
         ipamd_metrics: introspect["metrics"].clone(),
         in_process,
         bursts,
+        cold,
+        cold_model,
         timings: [before_sequential, introspect, after_in_process].map(|v| v["timings"].clone()),
     })
 }
@@ -185,7 +202,10 @@ fn phase<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     Ok(out)
 }
 
-fn publish(o: &Options, machine: Machine, other_cpu: OtherCpu, m: &Measured) -> Result<()> {
+fn publish(o: &Options, mut machine: Machine, other_cpu: OtherCpu, m: &Measured) -> Result<()> {
+    if let Some(commit) = &o.before {
+        machine.commit = format!("{commit} (binaries from {})", o.bin_dir.display());
+    }
     let sizes = Sizes {
         pods: o.pods,
         churn_pods: o.churn_pods,
@@ -195,7 +215,10 @@ fn publish(o: &Options, machine: Machine, other_cpu: OtherCpu, m: &Measured) -> 
         burst: o.burst,
         quick: o.quick,
     };
-    let report = Report::new(machine, other_cpu, sizes, m);
+    let mut report = Report::new(machine, other_cpu, sizes, m);
+    if o.before.is_none() {
+        report.before = before::load(&cli::before_dir())?;
+    }
     report.write_files(&o.out_dir)?;
     let svg = o.out_dir.join(report::SVG_NAME);
     plot::latency_cdf(&svg, &report.raw_sequential, o.pods)?;

@@ -157,10 +157,30 @@ impl Plugin {
     /// CNI ADD; fails unless the plugin exits 0 with addresses in its result.
     pub fn add(&self, pod: &Pod) -> Result<Duration> {
         let (took, out) = self.exec("ADD", Some(pod), &self.config)?;
+        self.check_ips(pod, &out)?;
+        Ok(took)
+    }
+
+    /// ADD as a runtime retries it: `None` when the plugin answered code 11
+    /// (try again later), the time from spawn to exit when it succeeded.
+    pub fn try_add(&self, pod: &Pod) -> Result<Option<Duration>> {
+        let (took, out) = self.spawn_and_wait("ADD", Some(pod), &self.config)?;
+        if !out.status.success() {
+            let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            if answer["code"].as_u64() == Some(u64::from(cni_plugin::error::TRY_AGAIN_LATER)) {
+                return Ok(None);
+            }
+            return Err(self.failure("ADD", Some(pod), &out, "it failed"));
+        }
+        self.check_ips(pod, &out)?;
+        Ok(Some(took))
+    }
+
+    fn check_ips(&self, pod: &Pod, out: &Output) -> Result<()> {
         let result: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         match result["ips"].as_array() {
-            Some(ips) if !ips.is_empty() => Ok(took),
-            _ => Err(self.failure("ADD", Some(pod), &out, "its result has no ips")),
+            Some(ips) if !ips.is_empty() => Ok(()),
+            _ => Err(self.failure("ADD", Some(pod), out, "its result has no ips")),
         }
     }
 
@@ -205,6 +225,20 @@ impl Plugin {
     /// Execs the plugin and times it from spawn to exit (stdout and stderr
     /// collected). A non-zero exit is an error carrying the plugin's output.
     fn exec(&self, command: &str, pod: Option<&Pod>, stdin: &[u8]) -> Result<(Duration, Output)> {
+        let (took, out) = self.spawn_and_wait(command, pod, stdin)?;
+        if !out.status.success() {
+            return Err(self.failure(command, pod, &out, "it failed"));
+        }
+        Ok((took, out))
+    }
+
+    /// Execs the plugin and times it from spawn to exit, whatever its exit.
+    fn spawn_and_wait(
+        &self,
+        command: &str,
+        pod: Option<&Pod>,
+        stdin: &[u8],
+    ) -> Result<(Duration, Output)> {
         if interrupted() {
             return Err("interrupted".into());
         }
@@ -239,9 +273,6 @@ impl Plugin {
                 return Err(format!("writing {}'s stdin: {e}", self.binary.display()).into())
             }
             _ => {}
-        }
-        if !out.status.success() {
-            return Err(self.failure(command, pod, &out, "it failed"));
         }
         Ok((took, out))
     }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::breakdown::{Breakdown, Column, Inputs, Totals};
+use super::cold::{ColdBurst, Modelled};
 use super::machine::{Machine, OtherCpu};
 use super::stats::{in_us, Summary};
 use super::workloads::{Burst, Churn, Latencies, Pair, RoundTrips};
@@ -110,8 +111,15 @@ pub struct Report {
     /// Where one ADD and one DEL spend their time (`None` for an ipamd
     /// without phase timings).
     pub breakdown: Option<Breakdown>,
+    /// (f) a burst on a cold node, per sim latency.
+    pub cold: Vec<ColdBurst>,
+    /// (f) the same burst in the scale simulation's model.
+    pub cold_model: Vec<Modelled>,
     /// The issue's targets.
     pub targets: Vec<TargetCheck>,
+    /// A `--before` run's `pod-churn.json`, shown beside this run.
+    #[serde(skip)]
+    pub before: Option<Value>,
     /// Raw sequential latencies.
     pub raw_sequential: Pair<Raw>,
 }
@@ -156,6 +164,10 @@ pub struct Measured {
     pub timings: [Value; 3],
     /// (e) bursts of concurrent ADDs.
     pub bursts: Vec<Pair<Burst>>,
+    /// (f) cold-node bursts.
+    pub cold: Vec<ColdBurst>,
+    /// (f) the scale model's cold node.
+    pub cold_model: Vec<Modelled>,
 }
 
 impl Report {
@@ -210,7 +222,10 @@ impl Report {
                 Summary::of(&adds)
             }),
             breakdown: breakdown_of(m),
+            cold: m.cold.clone(),
+            cold_model: m.cold_model.clone(),
             targets: Vec::new(),
+            before: None,
             raw_sequential: Pair {
                 ours: raw(&m.sequential.ours),
                 reference: raw(&m.sequential.reference),
@@ -348,6 +363,11 @@ impl Report {
         );
         md.push_str(&self.summary_lines());
         md.push_str(&self.breakdown());
+        if let Some(before) = &self.before {
+            let now = serde_json::to_value(self).unwrap_or(Value::Null);
+            md.push_str(&super::before::section(before, &now));
+        }
+        md.push_str(&self.cold_section());
         md.push_str(&format!(
             "\nLatency distribution (CDF of every ADD and DEL of the sequential workload, \
              log scale): [{svg_href}]({svg_href})\n\n![ADD/DEL latency CDF]({svg_href})\n\n"
@@ -428,6 +448,46 @@ impl Report {
         )
     }
 
+    /// (f): measured cold bursts, then the model's.
+    fn cold_section(&self) -> String {
+        if self.cold.is_empty() {
+            return String::new();
+        }
+        let mut out = format!(
+            "\n### A burst of {} pods on a cold node\n\nipamd started with nothing (fresh \
+             state, empty pool; m5.large, prefix delegation, shipped defaults) in a node \
+             namespace of its own; the {} pods ADD at once, through the exec'd plugin, as soon \
+             as CNI STATUS succeeds (what containerd waits for before it creates sandboxes), \
+             retrying after {} ms when answered with code 11. Times from the daemon's spawn. \
+             The model rows are the scale simulation's lone node (`scale-sim`, virtual time, \
+             EC2's latencies and buckets, no prefix held from launch): its pods ask at the \
+             node's start and get an address, without wiring.\n\n\
+             | node | sim API latency | ready (STATUS ok) | first pod | last pod | retries |\n\
+             |---|---|---:|---:|---:|---:|\n",
+            vpc_cni_bench::scale::PODS,
+            vpc_cni_bench::scale::PODS,
+            super::cold::RETRY_PAUSE.as_millis(),
+        );
+        for c in &self.cold {
+            let latency = match c.sim_latency.as_str() {
+                "ec2" => "EC2's (Assign 0.5 s, …)".to_string(),
+                "0" => "none (the sim's default)".to_string(),
+                ms => format!("{ms} ms per call"),
+            };
+            out.push_str(&format!(
+                "| vpc-cni, measured | {latency} | {:.0} ms | {:.0} ms | {:.0} ms | {} |\n",
+                c.ready_ms, c.first_ms, c.last_ms, c.retries
+            ));
+        }
+        for m in &self.cold_model {
+            out.push_str(&format!(
+                "| {} (model) | EC2's | – | {:.0} ms | {:.0} ms | – |\n",
+                m.policy, m.first_ms, m.last_ms
+            ));
+        }
+        out
+    }
+
     fn method(&self) -> String {
         let z = &self.sizes;
         format!(
@@ -440,9 +500,17 @@ impl Report {
              DEL and delete the namespace of their own pods, {} pods per plugin, plugins \
              alternating in rounds, pods/s over the wall time of a plugin's rounds; (c) {} \
              VERSION execs per plugin and {} in-process STATUS calls; (d) {} pods ADDed and \
-             DELeted in-process through the plugin's client (vpc-cni only). \
-             `scripts/bench.sh` reruns it.\n",
-            z.pods, z.workers, z.churn_pods, z.starts, z.round_trips, self.in_process.add.n
+             DELeted in-process through the plugin's client (vpc-cni only); (e) {} bursts of \
+             {} ADDs released at once from as many threads, per plugin, on the warm node; (f) \
+             the cold-node burst above. `scripts/bench.sh` reruns it.\n",
+            z.pods,
+            z.workers,
+            z.churn_pods,
+            z.starts,
+            z.round_trips,
+            self.in_process.add.n,
+            self.burst_last.ours.n,
+            z.burst,
         )
     }
 

@@ -16,6 +16,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use self::node::{Node, Policy};
+use self::report::Lone;
 
 /// Nodes per /16 subnet (each holds up to ~50 addresses in these runs).
 const NODES_PER_SUBNET: usize = 1000;
@@ -285,6 +286,64 @@ pub fn quantile(v: &[Duration], q: f64) -> Duration {
     s.sort();
     let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
     s[rank - 1]
+}
+
+/// Runs `f` on a fresh single-threaded runtime with a paused clock; every
+/// task it spawned dies with the runtime.
+pub fn virtual_time<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+/// One node started cold (`preheld`: its primary ENI holds a prefix from
+/// launch) asked for [`PODS`] pods at once, in virtual time with EC2's
+/// latencies and buckets: when its first and last pod got an address.
+pub fn lone(policy: Policy, preheld: bool) -> Result<Lone, String> {
+    virtual_time(async move {
+        let vpcs = account(1);
+        let t0 = tokio::time::Instant::now();
+        let s0 = vpcs[0].stats();
+        let node = Arc::new(Node::start(vpcs[0].clone(), policy, u32::from(preheld)).await?);
+        let adds: Vec<_> = (0..PODS)
+            .map(|i| {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    node.add(ipamd::alloc::AttachmentKey::new(format!("p{i}"), "eth0"))
+                        .await
+                })
+            })
+            .collect();
+        let mut times = Vec::new();
+        for a in adds {
+            times.push(a.await.map_err(|e| e.to_string())?.duration_since(t0));
+        }
+        let calls = vpcs[0].stats();
+        Ok(Lone {
+            policy,
+            preheld,
+            phase: Phase {
+                first: vec![*times.iter().min().expect("pods")],
+                all: vec![*times.iter().max().expect("pods")],
+                calls: Calls {
+                    by_action: ipamd::cloud::sim::Action::ALL
+                        .iter()
+                        .map(|&a| {
+                            (
+                                a,
+                                calls.of(a).calls - s0.of(a).calls,
+                                calls.of(a).throttled - s0.of(a).throttled,
+                            )
+                        })
+                        .collect(),
+                },
+                idle_per_node: 0.0,
+            },
+        })
+    })
 }
 
 #[cfg(test)]
