@@ -59,22 +59,10 @@ fn parse() -> Result<Options, String> {
 }
 
 fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let date = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M:%S UTC"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    format!("Run {date} on {cpus} CPUs ({model}); one process, one thread, virtual time.")
+    format!(
+        "Measured on {}; one process, one thread, virtual time.",
+        vpc_cni_bench::provenance::Machine::detect().headline()
+    )
 }
 
 fn run(o: &Options) -> Result<(), String> {

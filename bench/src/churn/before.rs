@@ -2,25 +2,10 @@
 //! commit, `bench/results/before/pod-churn.json`) beside this run, headline
 //! and breakdown. Both sides are read from their JSON, by the same code.
 
-use std::path::Path;
-
 use ipamd::timing::Phase;
 use serde_json::Value;
 
 use super::breakdown::label;
-use super::Result;
-
-/// The `--before` run kept in `dir`, if there is one.
-pub fn load(dir: &Path) -> Result<Option<Value>> {
-    let path = dir.join("pod-churn.json");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Some(
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display()).into()),
-    }
-}
 
 /// One headline figure: where it is in the JSON, the reference's figure
 /// beside it (if any), and whether more is better.

@@ -17,16 +17,7 @@ pub const TOOL: &str =
 
 /// The section, if both runs are there.
 pub fn section(results: &Path) -> Result<Option<String>> {
-    let read = |mode: &str| -> Result<Option<Value>> {
-        let path = results
-            .join(format!("durability-{mode}"))
-            .join("pod-churn.json");
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("reading {}: {e}", path.display()).into()),
-        }
-    };
+    let read = |mode: &str| super::report::load(&results.join(format!("durability-{mode}")));
     let (Some(sync), Some(asynchronous)) = (read("sync")?, read("async")?) else {
         return Ok(None);
     };

@@ -217,7 +217,7 @@ fn publish(o: &Options, mut machine: Machine, other_cpu: OtherCpu, m: &Measured)
     };
     let mut report = Report::new(machine, other_cpu, sizes, m);
     if o.before.is_none() {
-        report.before = before::load(&cli::before_dir())?;
+        report.before = report::load(&cli::before_dir())?;
     }
     report.write_files(&o.out_dir)?;
     let svg = o.out_dir.join(report::SVG_NAME);

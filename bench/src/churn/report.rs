@@ -525,6 +525,18 @@ impl Report {
     }
 }
 
+/// The `pod-churn.json` an earlier run left in `dir`, if there is one.
+pub fn load(dir: &Path) -> Result<Option<Value>> {
+    let path = dir.join("pod-churn.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("reading {}: {e}", path.display()).into()),
+    }
+}
+
 /// The breakdown of a run whose ipamd reports phase timings.
 fn breakdown_of(m: &Measured) -> Option<Breakdown> {
     let column = |verb: &str, exec: &[std::time::Duration], inproc: &[std::time::Duration]| {
