@@ -345,6 +345,7 @@ impl PodService {
         // freed this address.
         let commit = self.store.put(record.clone());
         rollback.journaled = true;
+        laps.lap(Phase::Record);
         self.add_policy(&req, &pod.host_ifname)?;
         rollback.policy_veth = Some(pod.host_ifname.clone());
         laps.lap(Phase::Policy);

@@ -27,6 +27,9 @@ pub enum Phase {
     /// Taking an address from the allocator (waiting for the pool to grow
     /// when it is empty).
     Alloc,
+    /// Building the pod's record and result and queueing the record to the
+    /// journal's writer (whose wake-up may preempt the caller here).
+    Record,
     /// The NetworkPolicy hook.
     Policy,
     /// Creating the veth pair (ADD) or removing the host route and rules (DEL).
@@ -45,12 +48,13 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in order.
-    pub const ALL: [Phase; 12] = [
+    pub const ALL: [Phase; 13] = [
         Phase::Accept,
         Phase::Read,
         Phase::Decode,
         Phase::Begin,
         Phase::Alloc,
+        Phase::Record,
         Phase::Policy,
         Phase::Veth,
         Phase::PodSide,
@@ -68,6 +72,7 @@ impl Phase {
             Phase::Decode => "decode",
             Phase::Begin => "begin",
             Phase::Alloc => "alloc",
+            Phase::Record => "record",
             Phase::Policy => "policy",
             Phase::Veth => "veth",
             Phase::PodSide => "podSide",

@@ -127,8 +127,13 @@ pub(super) fn label(phase: &str, verb: &str) -> &'static str {
         ("accept", _) => "ipamd: `accept` returned → connection task running",
         ("read", _) => "ipamd: peer check, read the request",
         ("decode", _) => "ipamd: decode the request",
-        ("begin", _) => "ipamd: claim the attachment in the pod table",
+        ("begin", _) => {
+            "ipamd: claim the attachment in the pod table (DEL: and queue the release to the journal's writer)"
+        }
         ("alloc", _) => "ipamd: allocator (address for the pod)",
+        ("record", _) => {
+            "ipamd: record and result built, record queued to the journal's writer (its wake-up)"
+        }
         ("policy", _) => "ipamd: NetworkPolicy hook",
         ("veth", "DEL") => "ipamd: netlink, host route and rules removed",
         ("veth", _) => "ipamd: netlink, veth pair created (peer in the pod's namespace)",
