@@ -511,9 +511,10 @@ impl PodService {
                 engine.pod_deleted(&record.host_ifname);
             }
         } else {
-            // Still wired: undo the journaled release. Lazily: if a crash
-            // loses it, reconcile rebuilds the pod from its veth's alias.
-            self.store.put_lazy(record.clone());
+            // Still wired (maybe in part: a batch can fail half-way):
+            // undo the journaled release, durably and without waiting for
+            // it. Rare, and the kernel's leftovers are no record to trust.
+            drop(self.store.put(record.clone()));
             entries.insert(key.clone(), Entry::Ready(record));
         }
     }

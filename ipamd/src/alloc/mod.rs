@@ -326,6 +326,10 @@ impl Allocator {
         while let Some(e) = self.recycled.pop() {
             admin.spare.push(e.slot);
         }
+        // Reserved for a key that holds another address since (its ADD was
+        // retried before this one joined): used before the restart, so it
+        // rests like any released address instead of being held twice.
+        let mut stale = Vec::new();
         for addr in fresh {
             let id = admin
                 .spare
@@ -340,7 +344,11 @@ impl Allocator {
                 // Held by an attachment from before a restart: never free,
                 // so it gets no ring entry.
                 slot.state.store(HELD, Ordering::Release);
-                self.owners.insert(key, id);
+                if self.owners.get(&key).is_some() {
+                    stale.push(id);
+                } else {
+                    self.owners.insert(key, id);
+                }
                 continue;
             }
             slot.state.store(FREE, Ordering::Release);
@@ -352,6 +360,10 @@ impl Allocator {
                     released_ms: 0,
                 },
             );
+        }
+        drop(admin);
+        for id in stale {
+            self.free_slot(id);
         }
         Ok(())
     }
@@ -567,6 +579,26 @@ impl Allocator {
         let lease = self.slot_lease(id);
         self.free_slot(id);
         Some(lease)
+    }
+
+    /// Takes `key`'s address back only if it is still `addr` (held, or
+    /// reserved and not yet in the pool): a release decided earlier must
+    /// not free what the key was given since. Whether it did.
+    pub fn release_held(&self, key: &AttachmentKey, addr: Ipv4Addr) -> bool {
+        {
+            let mut admin = self.admin.lock().expect("allocator admin mutex poisoned");
+            if admin.reserved.get(&addr) == Some(key) {
+                admin.reserved.remove(&addr);
+                return true;
+            }
+        }
+        match self
+            .owners
+            .remove_if(key, |id| self.slot_lease(id).addr == addr)
+        {
+            Some(id) => self.free_slot(id),
+            None => false,
+        }
     }
 
     /// The address `key` holds.

@@ -116,6 +116,20 @@ impl Owners {
         Some(found.remove().0 .1)
     }
 
+    /// Forgets `key` if `holds` says yes of the slot it holds, in one step.
+    pub fn remove_if(
+        &self,
+        key: &AttachmentKey,
+        holds: impl FnOnce(SlotId) -> bool,
+    ) -> Option<SlotId> {
+        let (hash, mut shard) = self.shard(key);
+        let found = shard.find_entry(hash, |(k, _)| k == key).ok()?;
+        if !holds(found.get().1) {
+            return None;
+        }
+        Some(found.remove().0 .1)
+    }
+
     /// Every holder, in no order.
     pub fn all(&self) -> Vec<(AttachmentKey, SlotId)> {
         self.shards

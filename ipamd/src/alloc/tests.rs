@@ -434,6 +434,41 @@ fn an_unfulfilled_reservation_is_released() {
     assert_eq!(a.usage(), Usage { total: 1, used: 0 });
 }
 
+/// A release decided before a retried ADD of the same key must not free
+/// the address that ADD was given.
+#[test]
+fn a_late_release_frees_only_the_address_it_was_for() {
+    let a = no_cooldown(8);
+    a.reserve(&key("k"), ip(50)).unwrap();
+    a.grow(0, &[ip(10)]).unwrap();
+    let now = a.allocate(&key("k")).unwrap().addr;
+    assert_eq!(now, ip(10));
+    // The release of the reservation (ip 50) drops the reservation only.
+    assert!(a.release_held(&key("k"), ip(50)));
+    assert_eq!(a.lookup(&key("k")).map(|l| l.addr), Some(ip(10)));
+    assert!(
+        !a.release_held(&key("k"), ip(50)),
+        "nothing left to release"
+    );
+    // And the held address goes when it is the one named.
+    assert!(a.release_held(&key("k"), ip(10)));
+    assert_eq!(a.lookup(&key("k")), None);
+}
+
+/// A reservation that joins the pool after its key was given another
+/// address is not held twice: it rests and is handed out again.
+#[test]
+fn a_stale_reservation_joins_the_pool_free() {
+    let a = no_cooldown(8);
+    a.reserve(&key("k"), ip(50)).unwrap();
+    a.grow(0, &[ip(10)]).unwrap();
+    assert_eq!(a.allocate(&key("k")).unwrap().addr, ip(10));
+    a.grow(0, &[ip(50)]).unwrap();
+    assert_eq!(a.lookup(&key("k")).map(|l| l.addr), Some(ip(10)));
+    assert_eq!(a.usage(), Usage { total: 2, used: 1 });
+    assert_eq!(a.allocate(&key("other")).unwrap().addr, ip(50));
+}
+
 #[test]
 fn released_addresses_count_as_cooling_until_taken() {
     let a = Allocator::new(8, Duration::from_secs(60));

@@ -456,11 +456,13 @@ pub fn apply(
             // In the pool: the allocator rests it for the cooldown.
             alloc.release(&key);
         } else {
-            // Not in the pool (yet): the reservation itself rests.
-            let alloc = alloc.clone();
+            // Not in the pool (yet): the reservation itself rests, and is
+            // then dropped only if the key has not been given another
+            // address since (a retried ADD of the same attachment).
+            let (alloc, addr) = (alloc.clone(), r.addr);
             tokio::spawn(async move {
                 tokio::time::sleep(cooldown).await;
-                alloc.release(&key);
+                alloc.release_held(&key, addr);
             });
         }
         tracing::info!(container_id = %r.container_id, ip = %r.addr, reason = rel.reason, "allocation released after reconcile");

@@ -196,9 +196,7 @@ fn serve_connections(pool: &Arc<Pool>) {
                         tracing::warn!(error = %e, "cannot start another thread for the CNI socket");
                     }
                 }
-                if let Err(e) = serve_one(stream, pool, laps) {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
+                contained(|| serve_one(stream, pool, laps));
                 pool.idle.fetch_add(1, Ordering::AcqRel);
             }
             Err(_) if stopping => break,
@@ -208,18 +206,30 @@ fn serve_connections(pool: &Arc<Pool>) {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                // Idle for IDLE_EXIT: end if the pool can spare us.
-                let spare = pool
-                    .threads
+                // Idle for IDLE_EXIT: end if the pool can spare us, and
+                // never as the last thread waiting in `accept` (a thread
+                // that just took a connection counted on us being there).
+                let leave_idle = pool
+                    .idle
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n > MIN_THREADS).then(|| n - 1)
+                        (n > 1).then(|| n - 1)
                     })
                     .is_ok();
-                if spare {
-                    pool.idle.fetch_sub(1, Ordering::AcqRel);
-                    return;
+                if leave_idle {
+                    let spare = pool
+                        .threads
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            (n > MIN_THREADS).then(|| n - 1)
+                        })
+                        .is_ok();
+                    if spare {
+                        return;
+                    }
+                    pool.idle.fetch_add(1, Ordering::AcqRel);
                 }
             }
+            // A signal (SIGHUP reloads the configuration) cut the wait.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -229,6 +239,17 @@ fn serve_connections(pool: &Arc<Pool>) {
     }
     pool.threads.fetch_sub(1, Ordering::AcqRel);
     pool.idle.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Runs one connection's call. A panicking call loses its connection (the
+/// plugin reports it, the runtime retries), not the thread: a pool whose
+/// threads died one panic at a time would stop accepting.
+fn contained(call: impl FnOnce() -> io::Result<()>) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+        Err(_) => tracing::error!("a CNI call panicked; its connection was dropped"),
+    }
 }
 
 fn serve_one(mut stream: UnixStream, pool: &Pool, mut laps: Laps) -> io::Result<()> {
@@ -362,5 +383,17 @@ fn dispatch(req: Request, pool: &Pool, laps: &mut Laps) -> Response {
     match pool.runtime.block_on(service.handle(req, laps)) {
         Ok(result) => Response::Ok { result },
         Err(e) => Response::Error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_call_does_not_end_its_thread() {
+        contained(|| panic!("a bug in one call"));
+        contained(|| Err(io::Error::other("peer went away")));
+        // Still here: the thread goes back to `accept`.
     }
 }
