@@ -53,6 +53,8 @@ pub struct Modelled {
     pub first_ms: f64,
     /// Until the last pod had one.
     pub last_ms: f64,
+    /// The fastest and slowest runs' last pod.
+    pub last_range_ms: (f64, f64),
 }
 
 /// Runs the cold burst once per entry of [`LATENCIES`].
@@ -63,21 +65,44 @@ pub fn measure(namespaces: &Namespaces, bin_dir: &Path, dir: &Path) -> Result<Ve
         .collect()
 }
 
+/// Runs of the model per policy: its aws-node-like loop starts at a
+/// random phase, so one run is one draw.
+pub const MODEL_RUNS: usize = 21;
+
 /// The model's cold node (no prefix held from launch), for aws-node-like
-/// and for our fixed pool.
+/// and for our fixed pool: medians of [`MODEL_RUNS`] runs.
 pub fn modelled() -> Result<Vec<Modelled>> {
     [Policy::AwsNodeLike, Policy::Fixed]
         .into_iter()
         .map(|policy| {
-            let lone = scale::lone(policy, false)?;
-            let ms = |d: &[Duration]| d.first().map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+            let mut first = Vec::with_capacity(MODEL_RUNS);
+            let mut last = Vec::with_capacity(MODEL_RUNS);
+            for _ in 0..MODEL_RUNS {
+                let lone = scale::lone(policy, false)?;
+                first.extend(lone.phase.first.first().copied());
+                last.extend(lone.phase.all.first().copied());
+            }
             Ok(Modelled {
                 policy: policy.name().to_string(),
-                first_ms: ms(&lone.phase.first),
-                last_ms: ms(&lone.phase.all),
+                first_ms: median_ms(&mut first),
+                last_ms: median_ms(&mut last),
+                last_range_ms: (
+                    last.first().map_or(f64::NAN, ms),
+                    last.last().map_or(f64::NAN, ms),
+                ),
             })
         })
         .collect()
+}
+
+fn ms(d: &Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Sorts `v` and returns its median in ms.
+fn median_ms(v: &mut [Duration]) -> f64 {
+    v.sort();
+    v.get(v.len() / 2).map_or(f64::NAN, ms)
 }
 
 fn burst(namespaces: &Namespaces, bin_dir: &Path, dir: &Path, latency: &str) -> Result<ColdBurst> {

@@ -461,12 +461,15 @@ impl Report {
              retrying after {} ms when answered with code 11. Times from the daemon's spawn. \
              The model rows are the scale simulation's lone node (`scale-sim`, virtual time, \
              EC2's latencies and buckets, no prefix held from launch): its pods ask at the \
-             node's start and get an address, without wiring.\n\n\
+             node's start and get an address, without wiring. Its aws-node-like loop starts \
+             at a random phase, so the model runs {} times (the scale section's lone-node row \
+             is a single run).\n\n\
              | node | sim API latency | ready (STATUS ok) | first pod | last pod | retries |\n\
              |---|---|---:|---:|---:|---:|\n",
             vpc_cni_bench::scale::PODS,
             vpc_cni_bench::scale::PODS,
             super::cold::RETRY_PAUSE.as_millis(),
+            super::cold::MODEL_RUNS,
         );
         for c in &self.cold {
             let latency = match c.sim_latency.as_str() {
@@ -481,8 +484,13 @@ impl Report {
         }
         for m in &self.cold_model {
             out.push_str(&format!(
-                "| {} (model) | EC2's | – | {:.0} ms | {:.0} ms | – |\n",
-                m.policy, m.first_ms, m.last_ms
+                "| {} (model, median of {} runs) | EC2's | – | {:.0} ms | {:.0} ms ({:.0}–{:.0}) | – |\n",
+                m.policy,
+                super::cold::MODEL_RUNS,
+                m.first_ms,
+                m.last_ms,
+                m.last_range_ms.0,
+                m.last_range_ms.1
             ));
         }
         out
