@@ -34,6 +34,8 @@ struct Options {
     changes: usize,
     /// `VPC_CNI_POLICY_MODE` of the node with enforcement on.
     mode: &'static str,
+    /// A smoke run: too few pods for the target (see [`target_cell`]).
+    quick: bool,
 }
 
 /// Everything this run made; dropped in reverse: daemons stopped, namespaces deleted.
@@ -357,6 +359,7 @@ fn main() -> ExitCode {
         adds: if quick { 40 } else { 300 },
         changes: if quick { 2 } else { 7 },
         mode,
+        quick,
     };
     match run(&o, quick) {
         Ok(()) => ExitCode::SUCCESS,
@@ -522,6 +525,18 @@ fn run(o: &Options, quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// The ADD p50 overhead against its target (≤ +0.2 ms). A quick run is not
+/// judged: with 40 pods over 20 allow lists, half its ADDs are the first of
+/// their list and build its chain and sets, which the full run's 300
+/// amortise as a cluster's pods do.
+fn target_cell(quick: bool, overhead_ms: f64) -> String {
+    if quick {
+        "≤ +0.20 ms in the full run (not judged on a quick run)".to_string()
+    } else {
+        format!("≤ +0.20 ms {}", if overhead_ms <= 0.2 { "✓" } else { "✗" })
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn render(
     o: &Options,
@@ -564,12 +579,12 @@ fn render(
     let _ = writeln!(s, "|---|---:|---:|---:|---|");
     let _ = writeln!(
         s,
-        "| ADD p50 ({} pods each, plugin exec'd, alternating) | {:.2} ms | {:.2} ms | {:+.2} ms | ≤ +0.20 ms {} |",
+        "| ADD p50 ({} pods each, plugin exec'd, alternating) | {:.2} ms | {:.2} ms | {:+.2} ms | {} |",
         o.adds,
         pct(off, 0.5),
         pct(on, 0.5),
         overhead,
-        if overhead <= 0.2 { "✓" } else { "✗" }
+        target_cell(o.quick, overhead)
     );
     let _ = writeln!(
         s,
@@ -650,4 +665,17 @@ fn publish(section: &str) -> Result<()> {
     )?;
     eprintln!("policy-bench: wrote its section of {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_full_run_is_judged() {
+        assert!(target_cell(false, 0.19).ends_with('✓'));
+        assert!(target_cell(false, 0.21).ends_with('✗'));
+        let quick = target_cell(true, 4.4);
+        assert!(!quick.contains('✗') && !quick.contains('✓'), "{quick}");
+    }
 }
