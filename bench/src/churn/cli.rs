@@ -33,6 +33,11 @@ options:
                    results go to bench/results/before/, bench/RESULTS.md is left
                    alone, and later runs show that run's headline and breakdown
                    beside their own (the cold-node burst (f) is skipped)
+  --versus COMMIT DIR
+                   the reference is vpc-cni built from COMMIT, its binaries in DIR
+                   (its own ipamd in a second node namespace), interleaved call by
+                   call with this build: a before/after in one run; results go to
+                   bench/results/versus/ and bench/RESULTS.md is left alone
   -h, --help       this text
 ";
 
@@ -67,13 +72,15 @@ pub struct Options {
     pub durability: Option<String>,
     /// The commit an earlier build in `bin_dir` came from (`--before`).
     pub before: Option<String>,
+    /// An earlier build (commit, binaries) to be the reference (`--versus`).
+    pub versus: Option<(String, PathBuf)>,
 }
 
 /// The outcome of parsing.
 #[derive(Debug)]
 pub enum Parsed {
     /// Run with these options.
-    Run(Options),
+    Run(Box<Options>),
     /// Print the usage.
     Help,
 }
@@ -118,6 +125,7 @@ impl Options {
                 update_results_md: false,
                 durability: None,
                 before: None,
+                versus: None,
             }
         } else {
             Options {
@@ -135,6 +143,7 @@ impl Options {
                 update_results_md: true,
                 durability: None,
                 before: None,
+                versus: None,
             }
         })
     }
@@ -180,11 +189,18 @@ impl Options {
                     o.out_dir = before_dir();
                     o.update_results_md = false;
                 }
+                "--versus" => {
+                    let commit = value()?;
+                    let dir = PathBuf::from(value()?);
+                    o.versus = Some((commit, dir));
+                    o.out_dir = bench_dir().join("results").join("versus");
+                    o.update_results_md = false;
+                }
                 other => return Err(format!("unknown argument {other:?}").into()),
             }
         }
         o.validate()?;
-        Ok(Parsed::Run(o))
+        Ok(Parsed::Run(Box::new(o)))
     }
 
     fn validate(&self) -> Result<()> {
@@ -224,6 +240,7 @@ fn count(flag: &str, value: &str) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn parse(args: &[&str]) -> Result<Parsed> {
         Options::parse(args.iter().map(|s| s.to_string()))
@@ -231,7 +248,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Options {
         match parse(args).unwrap() {
-            Parsed::Run(o) => o,
+            Parsed::Run(o) => *o,
             Parsed::Help => panic!("help"),
         }
     }
@@ -260,6 +277,18 @@ mod tests {
         assert!(!d.update_results_md && d.out_dir.ends_with("results/durability-async"));
         assert!(matches!(parse(&["--help"]).unwrap(), Parsed::Help));
         assert!(parse(&["--before"]).is_err());
+    }
+
+    #[test]
+    fn a_versus_run_names_the_earlier_build() {
+        let v = run(&["--versus", "1b860c2", "/old/bin", "--quick"]);
+        let (commit, dir) = v.versus.clone().unwrap();
+        assert_eq!(
+            (commit.as_str(), dir.as_path()),
+            ("1b860c2", Path::new("/old/bin"))
+        );
+        assert!(!v.update_results_md && v.out_dir.ends_with("results/versus"));
+        assert!(parse(&["--versus", "1b860c2"]).is_err());
     }
 
     #[test]

@@ -33,7 +33,7 @@ use cli::Options;
 use harness::Harness;
 use machine::{Machine, OtherCpu, OtherLoad};
 use plugin::{Plugin, REFERENCE_DIR};
-use report::{Measured, Report, Sizes};
+use report::{Measured, Reference, Report, Sizes};
 use workloads::{Bench, Pair};
 
 /// Any failure, with a message fit for the operator.
@@ -122,11 +122,22 @@ fn measure(harness: &mut Harness, o: &Options) -> Result<Measured> {
         "pod-churn: pool ready in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    // `--versus`: the earlier build's ipamd gets a node namespace of its
+    // own (two daemons in one would fight over per-ENI tables and rules);
+    // it is stopped when this function returns, before the namespaces go.
+    let versus = match &o.versus {
+        Some((_, dir)) => Some(start_versus(harness, dir, pool, o.durability.as_deref())?),
+        None => None,
+    };
     let host_local = harness.dir().join("host-local");
+    let reference = match (&o.versus, &versus) {
+        (Some((_, dir)), Some(d)) => Plugin::ours(dir, d.socket()),
+        _ => Plugin::reference(&host_local),
+    };
     let bench = Bench {
         plugins: Pair {
             ours: Plugin::ours(&o.bin_dir, &socket),
-            reference: Plugin::reference(&host_local),
+            reference,
         },
         floor: Plugin::floor(),
         namespaces: harness.namespaces(),
@@ -165,7 +176,7 @@ fn measure(harness: &mut Harness, o: &Options) -> Result<Measured> {
         workloads::round_trip(&socket, o.round_trips)
     })?;
     // An earlier build may not know the settings the cold node needs.
-    let (cold, cold_model) = if o.before.is_some() {
+    let (cold, cold_model) = if o.before.is_some() || o.versus.is_some() {
         (Vec::new(), Vec::new())
     } else {
         (
@@ -189,6 +200,30 @@ fn measure(harness: &mut Harness, o: &Options) -> Result<Measured> {
         cold_model,
         timings: [before_sequential, introspect, after_in_process].map(|v| v["timings"].clone()),
     })
+}
+
+/// Starts the `--versus` build's ipamd in the node namespace `<node>-vs`,
+/// from a thread that entered it, and waits for its pool.
+fn start_versus(
+    harness: &Harness,
+    bin_dir: &Path,
+    pods: usize,
+    durability: Option<&str>,
+) -> Result<daemon::Daemon> {
+    let name = netns::pod_name("vs");
+    harness.namespaces().create(&name)?;
+    let dir = harness.dir().join("versus");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut d = std::thread::scope(|s| {
+        s.spawn(|| {
+            netns::enter(&name)?;
+            daemon::Daemon::start(bin_dir, &dir, pods, durability)
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the thread starting the earlier ipamd panicked".into()))
+    })?;
+    d.wait_for_pool(pods)?;
+    Ok(d)
 }
 
 fn phase<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -215,14 +250,26 @@ fn publish(o: &Options, mut machine: Machine, other_cpu: OtherCpu, m: &Measured)
         burst: o.burst,
         quick: o.quick,
     };
-    let mut report = Report::new(machine, other_cpu, sizes, m);
-    if o.before.is_none() {
+    let reference = match &o.versus {
+        Some((commit, _)) => Reference::Earlier(commit.clone()),
+        None => Reference::Ptp,
+    };
+    let mut report = Report::new(machine, reference, other_cpu, sizes, m);
+    if o.before.is_none() && o.versus.is_none() {
         report.before = report::load(&cli::before_dir())?;
     }
     report.write_files(&o.out_dir)?;
     let svg = o.out_dir.join(report::SVG_NAME);
-    plot::latency_cdf(&svg, &report.raw_sequential, o.pods)?;
-    println!("{}", report::table(&report.rows()));
+    plot::latency_cdf(
+        &svg,
+        &report.raw_sequential,
+        &report.reference.name(),
+        o.pods,
+    )?;
+    println!(
+        "{}",
+        report::table(&report.rows(), &report.reference.name())
+    );
     let met = report.targets.iter().filter(|t| t.met).count();
     println!("targets met: {met} of {}", report.targets.len());
     println!(

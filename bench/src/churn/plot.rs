@@ -50,7 +50,8 @@ fn x_range(curves: &[Curve]) -> (f64, f64) {
 }
 
 /// Writes the plot of the sequential workload's latencies to `path`.
-pub fn latency_cdf(path: &Path, raw: &Pair<Raw>, pods: usize) -> Result<()> {
+pub fn latency_cdf(path: &Path, raw: &Pair<Raw>, reference: &str, pods: usize) -> Result<()> {
+    let (ref_add, ref_del) = (format!("{reference} ADD"), format!("{reference} DEL"));
     let curves = [
         curve(
             "vpc-cni ADD",
@@ -65,17 +66,12 @@ pub fn latency_cdf(path: &Path, raw: &Pair<Raw>, pods: usize) -> Result<()> {
             &raw.ours.del_us,
         ),
         curve(
-            "ptp+host-local ADD",
+            &ref_add,
             RGBColor(255, 127, 14),
             true,
             &raw.reference.add_us,
         ),
-        curve(
-            "ptp+host-local DEL",
-            RGBColor(214, 39, 40),
-            true,
-            &raw.reference.del_us,
-        ),
+        curve(&ref_del, RGBColor(214, 39, 40), true, &raw.reference.del_us),
     ];
     draw(path, &curves, pods).map_err(|e| format!("drawing {}: {e}", path.display()).into())
 }

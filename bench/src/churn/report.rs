@@ -20,6 +20,25 @@ const TOOL: &str = "target/release/pod-churn (bench/src/bin/pod-churn.rs)";
 /// The plot's file name, next to the other result files.
 pub const SVG_NAME: &str = "pod-churn-latency.svg";
 
+/// The reference implementation of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Reference {
+    /// ptp + host-local (containernetworking-plugins).
+    Ptp,
+    /// vpc-cni built from this commit.
+    Earlier(String),
+}
+
+impl Reference {
+    /// Its name in tables and plots.
+    pub fn name(&self) -> String {
+        match self {
+            Reference::Ptp => "ptp+host-local".to_string(),
+            Reference::Earlier(commit) => format!("vpc-cni {commit}"),
+        }
+    }
+}
+
 /// Workload sizes of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sizes {
@@ -84,6 +103,9 @@ pub struct Raw {
 pub struct Report {
     /// Where and when.
     pub machine: Machine,
+    /// What vpc-cni is measured against: ptp + host-local, or an earlier
+    /// vpc-cni build (`--versus`, whose rows carry no targets).
+    pub reference: Reference,
     /// CPU time other processes on the machine used during the run.
     pub other_processes: OtherCpu,
     /// How much.
@@ -172,7 +194,13 @@ pub struct Measured {
 
 impl Report {
     /// Summarises a run.
-    pub fn new(machine: Machine, other_processes: OtherCpu, sizes: Sizes, m: &Measured) -> Self {
+    pub fn new(
+        machine: Machine,
+        reference: Reference,
+        other_processes: OtherCpu,
+        sizes: Sizes,
+        m: &Measured,
+    ) -> Self {
         let churn = |c: &Churn| ChurnSummary {
             pods: c.pods,
             elapsed_s: c.elapsed.as_secs_f64(),
@@ -185,6 +213,7 @@ impl Report {
         };
         let mut report = Report {
             machine,
+            reference,
             other_processes,
             sizes,
             sequential: Pair {
@@ -327,6 +356,13 @@ impl Report {
                 goal,
             });
         }
+        // The targets are against ptp; against an earlier build only the
+        // ratio means something.
+        if self.reference != Reference::Ptp {
+            for r in &mut rows {
+                r.goal = Goal::none();
+            }
+        }
         rows
     }
 
@@ -334,9 +370,12 @@ impl Report {
     /// path relative to the file the section goes into.
     pub fn markdown(&self, svg_href: &str) -> String {
         let mut md = String::new();
-        md.push_str("## Pod churn: vpc-cni vs ptp + host-local\n\n");
         md.push_str(&format!(
-            "Measured on {}{}; reference: containernetworking-plugins {} (Debian). \
+            "## Pod churn: vpc-cni vs {}\n\n",
+            self.reference.name()
+        ));
+        md.push_str(&format!(
+            "Measured on {}{}; reference: {}. \
              Other processes used at least {:.0} CPU-seconds during the {:.0} s run \
              ({:.2} of {} CPUs{}).\n\n",
             self.machine.headline(),
@@ -345,7 +384,16 @@ impl Report {
             } else {
                 ""
             },
-            self.machine.reference_version,
+            match &self.reference {
+                Reference::Ptp => format!(
+                    "containernetworking-plugins {} (Debian)",
+                    self.machine.reference_version
+                ),
+                Reference::Earlier(commit) => format!(
+                    "vpc-cni built from {commit}, its own ipamd in a second node namespace, \
+                     interleaved call by call with this build"
+                ),
+            },
             self.other_processes.cpu_s,
             self.other_processes.wall_s,
             self.other_processes.cpus(),
@@ -356,7 +404,7 @@ impl Report {
                 ""
             },
         ));
-        md.push_str(&table(&self.rows()));
+        md.push_str(&table(&self.rows(), &self.reference.name()));
         md.push_str(
             "\nratio: how many times better vpc-cni is (reference ÷ vpc-cni for \
              latencies, vpc-cni ÷ reference for throughput).\n\n",
@@ -649,7 +697,7 @@ pub struct Row {
     pub unit: Unit,
     /// vpc-cni.
     pub ours: f64,
-    /// ptp + host-local, if it has this.
+    /// The reference, if it has this.
     pub reference: Option<f64>,
     /// The issue's target, if any.
     pub goal: Goal,
@@ -702,11 +750,10 @@ fn mark(ok: bool) -> &'static str {
     }
 }
 
-/// The Markdown table.
-pub fn table(rows: &[Row]) -> String {
-    let mut t = String::from(
-        "| metric | vpc-cni | ptp+host-local | ratio | target |\n|---|---:|---:|---:|---|\n",
-    );
+/// The Markdown table, `reference` naming the second column.
+pub fn table(rows: &[Row], reference: &str) -> String {
+    let mut t =
+        format!("| metric | vpc-cni | {reference} | ratio | target |\n|---|---:|---:|---:|---|\n");
     for r in rows {
         t.push_str(&format!(
             "| {} | {} | {} | {} | {} |\n",
@@ -773,7 +820,10 @@ mod tests {
 
     #[test]
     fn table_has_a_line_per_row() {
-        let t = table(&[row(Unit::Ms, 1500.0, 9000.0, Goal::none())]);
+        let t = table(
+            &[row(Unit::Ms, 1500.0, 9000.0, Goal::none())],
+            "ptp+host-local",
+        );
         assert!(t.starts_with("| metric | vpc-cni | ptp+host-local | ratio | target |"));
         assert!(t.contains("| m | 1.50 ms | 9.00 ms | 6.0× |  |"), "{t}");
     }
