@@ -119,6 +119,57 @@ pub fn section(before: &Value, now: &Value) -> String {
     out
 }
 
+/// The `--versus` run: the earlier build as the reference of one run, so
+/// both builds met the same load call by call.
+pub fn interleaved(versus: &Value) -> String {
+    let commit = versus
+        .pointer("/reference/Earlier")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let mut out = format!(
+        "\n### Before and after, interleaved\n\n`pod-churn --versus {commit} DIR` on commit {}, {}: \
+         the earlier build is the reference of the run (its own ipamd in a second node \
+         namespace), the two builds alternating call by call as vpc-cni and ptp do above, so \
+         the host's drift hits both alike. speed-up: how many times better this build is.\n\n\
+         | metric | vpc-cni {commit} | vpc-cni now | speed-up |\n|---|---:|---:|---:|\n",
+        versus
+            .pointer("/machine/commit")
+            .and_then(Value::as_str)
+            .unwrap_or("?"),
+        versus
+            .pointer("/machine/date_utc")
+            .and_then(Value::as_str)
+            .unwrap_or("?"),
+    );
+    for f in &FIGURES {
+        let Some(reference) = f.reference else {
+            continue;
+        };
+        let (Some(now), Some(then)) = (
+            versus.pointer(f.ours).and_then(Value::as_f64),
+            versus.pointer(reference).and_then(Value::as_f64),
+        ) else {
+            continue;
+        };
+        let x = if f.more_is_better {
+            now / then
+        } else {
+            then / now
+        };
+        let show = |v: f64| match f.unit {
+            "ms" => format!("{:.2} ms", v / 1000.0),
+            unit => format!("{v:.0} {unit}"),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {x:.1}× |\n",
+            f.name,
+            show(then),
+            show(now)
+        ));
+    }
+    out
+}
+
 /// Step by step, µs per mean exec'd call.
 fn breakdown(before: &Value, now: &Value) -> String {
     let (Some(b), Some(n)) = (before.get("breakdown"), now.get("breakdown")) else {
@@ -201,6 +252,27 @@ mod tests {
             "breakdown": {"add": {"exec_mean_us": add_p50, "phases_us": [["journal", journal]]},
                           "del": {"exec_mean_us": 1.0, "phases_us": []}}
         })
+    }
+
+    #[test]
+    fn an_interleaved_run_compares_its_two_columns() {
+        let v = json!({
+            "reference": {"Earlier": "abc"},
+            "machine": {"commit": "def", "date_utc": "2026-12-08"},
+            "sequential": {"ours": {"add": {"p50_us": 2000.0}},
+                           "reference": {"add": {"p50_us": 3000.0}}},
+            "churn": {"ours": {"pods_per_sec": 300.0}, "reference": {"pods_per_sec": 200.0}}
+        });
+        let md = interleaved(&v);
+        assert!(
+            md.contains("| ADD p50 (sequential) | 3.00 ms | 2.00 ms | 1.5× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| churn throughput | 200 pods/s | 300 pods/s | 1.5× |"),
+            "{md}"
+        );
+        assert!(!md.contains("round trip"), "no reference, no row: {md}");
     }
 
     #[test]

@@ -257,6 +257,7 @@ fn publish(o: &Options, mut machine: Machine, other_cpu: OtherCpu, m: &Measured)
     let mut report = Report::new(machine, reference, other_cpu, sizes, m);
     if o.before.is_none() && o.versus.is_none() {
         report.before = report::load(&cli::before_dir())?;
+        report.versus = report::load(&cli::bench_dir().join("results").join("versus"))?;
     }
     report.write_files(&o.out_dir)?;
     let svg = o.out_dir.join(report::SVG_NAME);

@@ -142,6 +142,9 @@ pub struct Report {
     /// A `--before` run's `pod-churn.json`, shown beside this run.
     #[serde(skip)]
     pub before: Option<Value>,
+    /// A `--versus` run's `pod-churn.json`, shown after it.
+    #[serde(skip)]
+    pub versus: Option<Value>,
     /// Raw sequential latencies.
     pub raw_sequential: Pair<Raw>,
 }
@@ -255,6 +258,7 @@ impl Report {
             cold_model: m.cold_model.clone(),
             targets: Vec::new(),
             before: None,
+            versus: None,
             raw_sequential: Pair {
                 ours: raw(&m.sequential.ours),
                 reference: raw(&m.sequential.reference),
@@ -414,6 +418,9 @@ impl Report {
         if let Some(before) = &self.before {
             let now = serde_json::to_value(self).unwrap_or(Value::Null);
             md.push_str(&super::before::section(before, &now));
+        }
+        if let Some(versus) = &self.versus {
+            md.push_str(&super::before::interleaved(versus));
         }
         md.push_str(&self.cold_section());
         md.push_str(&format!(
