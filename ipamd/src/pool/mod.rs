@@ -436,7 +436,6 @@ impl Pool {
         }
     }
 
-    /// The planner's view of the ENIs.
     /// Addresses on ENIs whose link is usable: what [`Self::view`] counts
     /// as the pool's total, without looking at the allocator.
     fn usable_total(&self) -> u32 {
@@ -448,6 +447,7 @@ impl Pool {
             .sum()
     }
 
+    /// The planner's view of the ENIs, and the addresses on usable ones.
     fn view(&self) -> (Vec<EniState>, u32) {
         let free = self.alloc.free_by_eni();
         let st = self.lock();

@@ -47,7 +47,8 @@ pub const UNKNOWN_OWNER_PREFIX: &str = "unknown-owner:";
 /// `host_ifindex` of a record journaled before its ADD finished wiring
 /// (ADD journals first, so the fsync overlaps the netlink work, and records
 /// the index lazily afterwards). After a crash such a record is kept only if
-/// its host veth is found by name; the kernel never gives index 0 to a link.
+/// its /32 host route goes through the host veth found by its name; the
+/// kernel never gives index 0 to a link.
 pub const WIRING_PENDING: u32 = 0;
 
 impl Record for PodRecord {
