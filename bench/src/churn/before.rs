@@ -17,6 +17,30 @@ struct Figure {
     more_is_better: bool,
 }
 
+impl Figure {
+    /// `v` in this figure's unit (µs in the JSON).
+    fn show(&self, v: f64) -> String {
+        match self.unit {
+            "ms" => format!("{:.2} ms", v / 1000.0),
+            unit => format!("{v:.0} {unit}"),
+        }
+    }
+
+    /// How many times better `ours` is than `other`.
+    fn times_better(&self, ours: f64, other: f64) -> f64 {
+        if self.more_is_better {
+            ours / other
+        } else {
+            other / ours
+        }
+    }
+}
+
+/// The string at `pointer` in a run's JSON, or "?".
+fn text<'a>(run: &'a Value, pointer: &str) -> &'a str {
+    run.pointer(pointer).and_then(Value::as_str).unwrap_or("?")
+}
+
 const FIGURES: [Figure; 8] = [
     Figure {
         name: "ADD p50 (sequential)",
@@ -83,14 +107,8 @@ pub fn section(before: &Value, now: &Value) -> String {
          --before`, binaries of that commit with ipamd's phase timers added). Now: this run. \
          Each side's ratio is against ptp + host-local measured in the same run.\n\n\
          | metric | before | ratio | now | ratio |\n|---|---:|---:|---:|---:|\n",
-        before
-            .pointer("/machine/commit")
-            .and_then(Value::as_str)
-            .unwrap_or("?"),
-        before
-            .pointer("/machine/date_utc")
-            .and_then(Value::as_str)
-            .unwrap_or("?"),
+        text(before, "/machine/commit"),
+        text(before, "/machine/date_utc"),
     );
     for f in &FIGURES {
         let side = |v: &Value| -> (String, String) {
@@ -101,15 +119,9 @@ pub fn section(before: &Value, now: &Value) -> String {
                 .reference
                 .and_then(|r| v.pointer(r).and_then(Value::as_f64))
                 .map_or("–".to_string(), |r| {
-                    let x = if f.more_is_better { ours / r } else { r / ours };
-                    format!("{x:.1}×")
+                    format!("{:.1}×", f.times_better(ours, r))
                 });
-            let shown = match f.unit {
-                "ms" => format!("{:.2} ms", ours / 1000.0),
-                "µs" => format!("{ours:.0} µs"),
-                unit => format!("{ours:.0} {unit}"),
-            };
-            (shown, ratio)
+            (f.show(ours), ratio)
         };
         let (b, br) = side(before);
         let (n, nr) = side(now);
@@ -122,24 +134,15 @@ pub fn section(before: &Value, now: &Value) -> String {
 /// The `--versus` run: the earlier build as the reference of one run, so
 /// both builds met the same load call by call.
 pub fn interleaved(versus: &Value) -> String {
-    let commit = versus
-        .pointer("/reference/Earlier")
-        .and_then(Value::as_str)
-        .unwrap_or("?");
+    let commit = text(versus, "/reference/Earlier");
     let mut out = format!(
         "\n### Before and after, interleaved\n\n`pod-churn --versus {commit} DIR` on commit {}, {}: \
          the earlier build is the reference of the run (its own ipamd in a second node \
          namespace), the two builds alternating call by call as vpc-cni and ptp do above, so \
          the host's drift hits both alike. speed-up: how many times better this build is.\n\n\
          | metric | vpc-cni {commit} | vpc-cni now | speed-up |\n|---|---:|---:|---:|\n",
-        versus
-            .pointer("/machine/commit")
-            .and_then(Value::as_str)
-            .unwrap_or("?"),
-        versus
-            .pointer("/machine/date_utc")
-            .and_then(Value::as_str)
-            .unwrap_or("?"),
+        text(versus, "/machine/commit"),
+        text(versus, "/machine/date_utc"),
     );
     for f in &FIGURES {
         let Some(reference) = f.reference else {
@@ -151,20 +154,12 @@ pub fn interleaved(versus: &Value) -> String {
         ) else {
             continue;
         };
-        let x = if f.more_is_better {
-            now / then
-        } else {
-            then / now
-        };
-        let show = |v: f64| match f.unit {
-            "ms" => format!("{:.2} ms", v / 1000.0),
-            unit => format!("{v:.0} {unit}"),
-        };
         out.push_str(&format!(
-            "| {} | {} | {} | {x:.1}× |\n",
+            "| {} | {} | {} | {:.1}× |\n",
             f.name,
-            show(then),
-            show(now)
+            f.show(then),
+            f.show(now),
+            f.times_better(now, then)
         ));
     }
     out

@@ -534,7 +534,7 @@ impl Allocator {
     /// Gives `key` an address, or the one it already holds.
     pub fn allocate(&self, key: &AttachmentKey) -> Result<Lease, AllocError> {
         match self.owners.get_or_take(key, || self.alloc_slot()) {
-            Some((id, _)) => Ok(self.slot_lease(id)),
+            Some(id) => Ok(self.slot_lease(id)),
             None => Err(AllocError::Exhausted {
                 total: self.usage().total,
             }),

@@ -79,21 +79,20 @@ impl Owners {
     }
 
     /// The slot `key` holds, or, if none, the one `take` gives (which `key`
-    /// then holds; the flag says it is new). `take` runs under the shard's
-    /// lock, so two calls for the same key never both take a slot. `None` if
-    /// `take` found none.
+    /// then holds). `take` runs under the shard's lock, so two calls for the
+    /// same key never both take a slot. `None` if `take` found none.
     pub fn get_or_take(
         &self,
         key: &AttachmentKey,
         take: impl FnOnce() -> Option<SlotId>,
-    ) -> Option<(SlotId, bool)> {
+    ) -> Option<SlotId> {
         let (hash, mut shard) = self.shard(key);
         match shard.entry(hash, |(k, _)| k == key, self.rehash()) {
-            Entry::Occupied(o) => Some((o.get().1, false)),
+            Entry::Occupied(o) => Some(o.get().1),
             Entry::Vacant(v) => {
                 let id = take()?;
                 v.insert((key.clone(), id));
-                Some((id, true))
+                Some(id)
             }
         }
     }
@@ -150,10 +149,10 @@ mod tests {
     fn a_key_keeps_its_slot_until_removed() {
         let o = Owners::new();
         let k = AttachmentKey::new("c1", "eth0");
-        assert_eq!(o.get_or_take(&k, || Some(7)), Some((7, true)));
+        assert_eq!(o.get_or_take(&k, || Some(7)), Some(7));
         assert_eq!(
             o.get_or_take(&k, || panic!("must not take a second slot")),
-            Some((7, false))
+            Some(7)
         );
         assert_eq!(o.get(&k), Some(7));
         assert_eq!(o.remove(&k), Some(7));
