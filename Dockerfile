@@ -15,10 +15,11 @@ RUN scripts/build-release.sh \
     && install -D -m 0755 target/release/ipamd /out/ipamd \
     && install -D -m 0755 target/release/vpc-cni /out/vpc-cni
 
-# Debian's glibc (the build stage's) plus the one program ipamd runs:
-# `nft`, once at start-up, for the SNAT table (the pod path and the
-# NetworkPolicy engine speak netlink directly). tests/tests/manifests.rs
-# checks that every program ipamd spawns is installed here.
+# Debian's glibc (the build stage's) plus `nft`, for operators to inspect
+# ipamd's tables (`nft list table ip vpc_cni_nat`): ipamd itself spawns no
+# program; SNAT, NetworkPolicy and the pod path speak netlink directly.
+# tests/tests/manifests.rs checks that every program ipamd spawns is
+# installed here.
 FROM docker.io/library/debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends nftables \

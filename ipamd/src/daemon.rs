@@ -14,6 +14,7 @@ use crate::http;
 use crate::metered_cloud::MeteredCloud;
 use crate::metrics::{Metrics, PoolSample};
 use crate::pod::PodService;
+use crate::policy::ir::PodKey;
 use crate::pool::Pool;
 use crate::server::{self, ServiceSlot};
 use crate::store::Store;
@@ -34,9 +35,18 @@ pub enum StartError {
     /// The dataplane.
     #[error("netlink: {0}")]
     Dataplane(#[from] crate::dataplane::DataplaneError),
-    /// The cloud provider.
+    /// The cloud provider, once built.
     #[error("cloud: {0}")]
-    Cloud(String),
+    Cloud(#[from] crate::cloud::CloudError),
+    /// The simulated cloud's veth fabric (`VPC_CNI_CLOUD=sim`).
+    #[error("cloud: {0}")]
+    SimFabric(#[source] std::io::Error),
+    /// The simulated cloud (`VPC_CNI_CLOUD=sim`).
+    #[error("cloud: {0}")]
+    Sim(#[from] crate::cloud::sim::SimError),
+    /// The EC2 provider (`VPC_CNI_CLOUD=ec2`): IMDS, credentials, region.
+    #[error("cloud: {0}")]
+    Ec2(#[from] crate::cloud::ec2::Ec2Error),
     /// SNAT of traffic leaving the VPC.
     #[error("snat: {0}")]
     Snat(#[from] crate::dataplane::snat::SnatError),
@@ -146,7 +156,7 @@ async fn start(
     let dataplane = Arc::new(NetlinkDataplane::new()?);
     let cloud: Arc<dyn Cloud> = match config.cloud {
         CloudKind::Sim => {
-            let fabric = VethFabric::new().map_err(|e| StartError::Cloud(e.to_string()))?;
+            let fabric = VethFabric::new().map_err(StartError::SimFabric)?;
             // The simulated instance outlives ipamd, as an EC2 instance does.
             let sim = PersistentSim::open(
                 &config.state_dir,
@@ -158,25 +168,17 @@ async fn start(
                 },
                 Arc::new(fabric),
             )
-            .await
-            .map_err(|e| StartError::Cloud(e.to_string()))?;
+            .await?;
             Arc::new(sim)
         }
-        CloudKind::Ec2 => Arc::new(
-            Ec2Cloud::new(config.ec2.clone())
-                .await
-                .map_err(|e| StartError::Cloud(e.to_string()))?,
-        ),
+        CloudKind::Ec2 => Arc::new(Ec2Cloud::new(config.ec2.clone()).await?),
     };
     // Innermost, so every call the provider makes is counted once; the
     // budget (buckets, backoff and retries) wraps it.
     let cloud: Arc<dyn Cloud> = Arc::new(MeteredCloud::new(cloud, metrics.ec2().clone()));
     store.observe_with(metrics.checkpoint().clone());
     let cloud: Arc<dyn Cloud> = Arc::new(crate::cloud::budget::Budget::new(cloud, config.budget));
-    let node = cloud
-        .node()
-        .await
-        .map_err(|e| StartError::Cloud(e.to_string()))?;
+    let node = cloud.node().await?;
     dataplane.setup_snat(&config.snat, &node.vpc_cidrs, node.primary_ip)?;
     // One inventory read serves reconcile and the pool.
     let enis = cloud
@@ -203,8 +205,7 @@ async fn start(
         config.mtu,
         &plan.held(),
     )
-    .await
-    .map_err(|e| StartError::Cloud(e.to_string()))?;
+    .await?;
     let alloc = pool.alloc().clone();
     add_pool_sampler(&metrics, &pool);
     pool.observe_with(crate::pool::PoolEvents {
@@ -212,7 +213,17 @@ async fn start(
         reconcile: metrics.reconcile().clone(),
     });
     pool.fill().await;
-    let policy = crate::policy::run::start(&config.policy, &plan.keep).await?;
+    let restored = plan
+        .keep
+        .iter()
+        .map(|r| {
+            (
+                PodKey::of(r.namespace.as_ref(), r.name.as_ref()),
+                r.host_ifname.clone(),
+            )
+        })
+        .collect();
+    let policy = crate::policy::run::start(&config.policy, restored).await?;
     let service = PodService::new(
         alloc.clone(),
         pool.clone(),

@@ -9,7 +9,8 @@
 //! cannot pile up tasks.
 //!
 //! The contract the DaemonSet's probes rely on is written out in the
-//! README's "Metrics and health" section.
+//! README's "Metrics and health" section. The address is read with the rest
+//! of the configuration ([`crate::config::parse_listen_addr`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,31 +32,12 @@ use tokio::sync::Semaphore;
 use crate::metrics::{Metrics, CONTENT_TYPE};
 use crate::server::ServiceSlot;
 
-/// aws-node's metrics port, on every address of the node.
-pub const DEFAULT_ADDR: &str = ":61678";
-
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 32;
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `/readyz` waits for its round trip over the CNI socket.
 const SOCKET_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Parses `VPC_CNI_METRICS_ADDR`: `off`, `:PORT` (every address) or
-/// `HOST:PORT` with an IP address for HOST.
-pub fn parse_listen_addr(value: &str) -> Result<Option<SocketAddr>, String> {
-    let value = value.trim();
-    if value == "off" {
-        return Ok(None);
-    }
-    let full = match value.strip_prefix(':') {
-        Some(port) => format!("0.0.0.0:{port}"),
-        None => value.to_string(),
-    };
-    full.parse::<SocketAddr>()
-        .map(Some)
-        .map_err(|_| "expected `:PORT`, `IP:PORT` (e.g. `127.0.0.1:61678`) or `off`".to_string())
-}
 
 /// What the health endpoints look at.
 #[derive(Clone)]
@@ -222,25 +204,5 @@ mod tests {
             e.contains("VPC_CNI_METRICS_ADDR") && e.contains(&addr.to_string()),
             "{e}"
         );
-    }
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(
-            parse_listen_addr(":61678").unwrap(),
-            Some("0.0.0.0:61678".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listen_addr("127.0.0.1:9").unwrap(),
-            Some("127.0.0.1:9".parse().unwrap())
-        );
-        assert_eq!(
-            parse_listen_addr("[::1]:9").unwrap(),
-            Some("[::1]:9".parse().unwrap())
-        );
-        assert_eq!(parse_listen_addr("off").unwrap(), None);
-        for bad in ["61678", ":", ":99999", "localhost:80", "", "on"] {
-            assert!(parse_listen_addr(bad).is_err(), "{bad}");
-        }
     }
 }

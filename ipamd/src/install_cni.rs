@@ -11,10 +11,11 @@
 //! is written: a bad setting changes nothing.
 //!
 //! The conflist carries the settings the plugin needs from ipamd's own
-//! configuration (socket, MTU), read from the same environment, so the two
-//! cannot disagree.
+//! configuration (socket, MTU), read from the same environment by the same
+//! declaration and parser ([`InstallSettings`]), so the two cannot disagree.
+//! Only those settings are read: the init container neither needs nor
+//! links the daemon's whole configuration.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -24,7 +25,7 @@ use std::process::ExitCode;
 use cni_plugin::config::LogLevel;
 use serde_json::{json, Value};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{ConfigError, InstallSettings};
 
 /// The conflist's file name (kubelet and containerd take the first file of
 /// the directory in lexical order).
@@ -121,17 +122,10 @@ impl Options {
         vars: impl IntoIterator<Item = (String, String)>,
         default_plugin: PathBuf,
     ) -> Result<Options, InstallError> {
-        let vars: HashMap<String, String> = vars.into_iter().collect();
-        let mut opts = Options {
-            bin_dir: PathBuf::from(DEFAULT_BIN_DIR),
-            conf_dir: PathBuf::from(DEFAULT_CONF_DIR),
-            plugin: default_plugin,
-            proc_sys: PathBuf::from(crate::sysctl::PROC_SYS),
-            socket: PathBuf::new(),
-            mtu: 0,
-            plugin_log_level: None,
-            plugin_log_file: None,
-        };
+        let mut bin_dir = PathBuf::from(DEFAULT_BIN_DIR);
+        let mut conf_dir = PathBuf::from(DEFAULT_CONF_DIR);
+        let mut plugin = default_plugin;
+        let mut proc_sys = PathBuf::from(crate::sysctl::PROC_SYS);
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -139,10 +133,10 @@ impl Options {
                 None => (arg.as_str(), None),
             };
             let slot = match flag {
-                "--bin-dir" => &mut opts.bin_dir,
-                "--conf-dir" => &mut opts.conf_dir,
-                "--plugin" => &mut opts.plugin,
-                "--proc-sys" => &mut opts.proc_sys,
+                "--bin-dir" => &mut bin_dir,
+                "--conf-dir" => &mut conf_dir,
+                "--plugin" => &mut plugin,
+                "--proc-sys" => &mut proc_sys,
                 other => return Err(InstallError::Usage(format!("unknown argument {other:?}"))),
             };
             let value = match inline {
@@ -158,29 +152,17 @@ impl Options {
             *slot = PathBuf::from(value);
         }
         // The socket and MTU exactly as `ipamd serve` will read them.
-        let config = Config::from_vars(vars.clone())?;
-        opts.socket = config.socket;
-        opts.mtu = config.mtu;
-        let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        if let Some(level) = get("VPC_CNI_PLUGIN_LOG_LEVEL") {
-            opts.plugin_log_level = Some(LogLevel::parse(level).ok_or_else(|| ConfigError {
-                var: "VPC_CNI_PLUGIN_LOG_LEVEL".into(),
-                value: level.into(),
-                reason: "expected error, warn, info or debug".into(),
-            })?);
-        }
-        if let Some(file) = get("VPC_CNI_PLUGIN_LOG_FILE") {
-            if !Path::new(file).is_absolute() {
-                return Err(ConfigError {
-                    var: "VPC_CNI_PLUGIN_LOG_FILE".into(),
-                    value: file.into(),
-                    reason: "must be an absolute path".into(),
-                }
-                .into());
-            }
-            opts.plugin_log_file = Some(PathBuf::from(file));
-        }
-        Ok(opts)
+        let settings = InstallSettings::from_vars(vars)?;
+        Ok(Options {
+            bin_dir,
+            conf_dir,
+            plugin,
+            proc_sys,
+            socket: settings.socket,
+            mtu: settings.mtu,
+            plugin_log_level: settings.plugin_log_level,
+            plugin_log_file: settings.plugin_log_file,
+        })
     }
 }
 

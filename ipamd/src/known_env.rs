@@ -3,68 +3,16 @@
 //! The manifests, the Helm chart and the operator's guide are checked
 //! against it (`tests/tests/manifests.rs`), so a setting misspelt in a
 //! ConfigMap, or one the guide forgot, fails a test instead of being
-//! silently ignored on a node. The unit test below keeps the list honest:
-//! it scans ipamd's sources for the names they read.
+//! silently ignored on a node. The list is the names of the settings
+//! declared in [`crate::config::declare`]; the unit tests below keep that
+//! declaration honest from the outside: they scan the sources for names
+//! read without being declared, and for environment reads outside the
+//! configuration module.
 
-/// Every variable ipamd (`serve` and `install-cni`) reads.
-pub const KNOWN_ENV: &[&str] = &[
-    // aws-node's names, same meaning.
-    "WARM_ENI_TARGET",
-    "WARM_IP_TARGET",
-    "MINIMUM_IP_TARGET",
-    "MAX_ENI",
-    "IP_COOLDOWN_PERIOD",
-    "AWS_VPC_ENI_MTU",
-    "WARM_PREFIX_TARGET",
-    "ENABLE_PREFIX_DELEGATION",
-    "AWS_VPC_K8S_CNI_EXTERNALSNAT",
-    "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS",
-    "CLUSTER_NAME",
-    // The AWS SDK's own region settings (the `ec2` provider falls back to
-    // IMDS's region when neither is set).
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    // Ours.
-    "VPC_CNI_CLOUD",
-    "VPC_CNI_SOCKET",
-    "VPC_CNI_STATE_DIR",
-    "VPC_CNI_LOG_LEVEL",
-    "RUST_LOG",
-    "VPC_CNI_VETH_REAP_DELAY_MS",
-    "VPC_CNI_SIM_INSTANCE_TYPE",
-    "VPC_CNI_SIM_VPC_CIDR",
-    "VPC_CNI_SIM_SUBNET_CIDR",
-    "VPC_CNI_SIM_API_LATENCY_MS",
-    "VPC_CNI_DURABILITY",
-    "VPC_CNI_AWS_NODE_CHECKPOINT",
-    "VPC_CNI_ENI_LINK_TIMEOUT_MS",
-    "VPC_CNI_EC2_TIMEOUT_MS",
-    "VPC_CNI_LOG_FORMAT",
-    "VPC_CNI_METRICS_ADDR",
-    "VPC_CNI_CONFIG_PATH",
-    // NetworkPolicy.
-    "VPC_CNI_POLICY_SOURCE",
-    "VPC_CNI_POLICY_MODE",
-    // Warm pool and EC2 budget.
-    "VPC_CNI_WARM_POLICY",
-    "VPC_CNI_RELEASE_DELAY_S",
-    "VPC_CNI_RECONCILE_INTERVAL_S",
-    "VPC_CNI_LEAK_GRACE_S",
-    "VPC_CNI_EC2_MAX_ATTEMPTS",
-    "VPC_CNI_EC2_BACKOFF_BASE_MS",
-    "VPC_CNI_EC2_BACKOFF_MAX_MS",
-    "VPC_CNI_EC2_MUTATING_BURST",
-    "VPC_CNI_EC2_MUTATING_RATE",
-    "VPC_CNI_EC2_ATTACH_BURST",
-    "VPC_CNI_EC2_ATTACH_RATE",
-    "VPC_CNI_EC2_DESCRIBE_BURST",
-    "VPC_CNI_EC2_DESCRIBE_RATE",
-    "VPC_CNI_EC2_TAGS_BURST",
-    "VPC_CNI_EC2_TAGS_RATE",
-    // `ipamd install-cni`: written into the conflist for the plugin.
-    "VPC_CNI_PLUGIN_LOG_LEVEL",
-    "VPC_CNI_PLUGIN_LOG_FILE",
-];
+/// Every variable ipamd (`serve` and `install-cni`) reads, and the AWS
+/// SDK's region settings (the `ec2` provider falls back to IMDS's region
+/// when neither is set): the names of [`crate::config::SETTINGS`].
+pub use crate::config::KNOWN_ENV;
 
 /// Names the manifests and the chart already use whose reading is being
 /// added on other branches (the ENI tag `CLUSTER_NAME`, the
@@ -162,57 +110,79 @@ mod tests {
         );
     }
 
+    /// Settings of ipamd are checked to be read by the configuration
+    /// module's own test (`each_reader_reads_exactly_its_declared_settings`,
+    /// which records what the builders read); the SDK's are read by the
+    /// SDK, and named by the `ec2` provider that relies on them.
     #[test]
     fn every_listed_name_is_read_somewhere() {
-        let all: BTreeSet<String> = sources()
+        use crate::config::declare::{Reader, SETTINGS};
+        let cloud: BTreeSet<String> = crate_sources("crates/cloud/src")
             .iter()
             .flat_map(|(_, text)| env_literals(text))
             .collect();
-        let templates: Vec<(String, String)> = sources()
+        let unread: Vec<_> = SETTINGS
             .iter()
-            .flat_map(|(_, text)| env_templates(text))
+            .filter(|s| s.reader == Reader::AwsSdk && !cloud.contains(s.name))
+            .map(|s| s.name)
             .collect();
-        let stale: Vec<_> = KNOWN_ENV
-            .iter()
-            .filter(|n| !all.contains(**n) && !templates.iter().any(|t| matches_template(n, t)))
-            .collect();
-        assert!(stale.is_empty(), "in KNOWN_ENV but read nowhere: {stale:?}");
+        assert!(
+            unread.is_empty(),
+            "declared as the AWS SDK's but named nowhere in the cloud crate: {unread:?}"
+        );
     }
 
-    /// Names built with `format!` (`"VPC_CNI_EC2_{upper}_BURST"`): the
-    /// literal's text before and after its one placeholder.
-    fn env_templates(source: &str) -> Vec<(String, String)> {
-        let code = source.split("#[cfg(test)]").next().unwrap_or("");
-        let env_chars = |t: &str| {
-            t.chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        };
-        code.split('"')
-            .enumerate()
-            .filter(|(i, _)| i % 2 == 1)
-            .filter_map(|(_, part)| {
-                let (prefix, rest) = part.split_once('{')?;
-                let (_, suffix) = rest.split_once('}')?;
-                (prefix.len() > 3 && prefix.contains('_') && env_chars(prefix) && env_chars(suffix))
-                    .then(|| (prefix.to_string(), suffix.to_string()))
+    /// Sources of a workspace crate, non-test files.
+    fn crate_sources(dir: &str) -> Vec<(PathBuf, String)> {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("ipamd/ sits in the workspace");
+        let mut files = Vec::new();
+        rust_files(&workspace.join(dir), &mut files);
+        files
+            .into_iter()
+            .filter(|p| !p.ends_with("tests.rs"))
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).expect("source is readable");
+                let shown = p.strip_prefix(workspace).unwrap_or(&p).to_path_buf();
+                (shown, text)
             })
             .collect()
     }
 
-    fn matches_template(name: &str, (prefix, suffix): &(String, String)) -> bool {
-        name.len() > prefix.len() + suffix.len()
-            && name.starts_with(prefix.as_str())
-            && name.ends_with(suffix.as_str())
-    }
-
+    /// Nothing reads the environment for settings but the configuration
+    /// module. The exceptions, each for a reason: `main.rs` hands the
+    /// environment to the configuration (and `install-cni`), and checks
+    /// `VPC_CNI_CLOUD` for `max-pods`' online lookup; the `ec2` provider
+    /// asks whether the SDK will find a region in its environment.
     #[test]
-    fn formatted_names_count_as_read() {
-        let src =
-            r#"let v = num(env, &format!("VPC_CNI_EC2_{upper}_BURST"))?; let m = "no {x} here";"#;
-        let t = env_templates(src);
-        assert_eq!(t, [("VPC_CNI_EC2_".to_string(), "_BURST".to_string())]);
-        assert!(matches_template("VPC_CNI_EC2_ATTACH_BURST", &t[0]));
-        assert!(!matches_template("VPC_CNI_EC2_ATTACH_RATE", &t[0]));
+    fn only_the_configuration_reads_the_environment() {
+        const ALLOWED: &[&str] = &[
+            "ipamd/src/config/mod.rs",
+            "ipamd/src/main.rs",
+            "crates/cloud/src/ec2/mod.rs",
+        ];
+        let mut readers = BTreeSet::new();
+        for dir in [
+            "ipamd/src",
+            "crates/core/src",
+            "crates/cloud/src",
+            "crates/policy/src",
+        ] {
+            for (path, text) in crate_sources(dir) {
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                let reads = ["env::var(", "env::vars(", "env::var_os(", "env::vars_os("]
+                    .iter()
+                    .any(|call| code.contains(call));
+                if reads && !ALLOWED.iter().any(|a| path == Path::new(a)) {
+                    readers.insert(path.display().to_string());
+                }
+            }
+        }
+        assert!(
+            readers.is_empty(),
+            "read the environment outside ipamd's configuration module: {readers:?}"
+        );
     }
 
     #[test]

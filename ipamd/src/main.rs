@@ -3,36 +3,133 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::NonEmptyStringValueParser;
+use clap::{Args, Parser, Subcommand};
 use cni_plugin::wire::{Command, Request};
 use ipamd::config::{Config, LogFormat};
 
-const USAGE: &str = "usage: ipamd <command>
+/// The vpc-cni node daemon and its operator commands.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ipamd",
+    version,
+    arg_required_else_help = true,
+    // As before clap, a flag given twice takes its last value (install-cni).
+    args_override_self = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
 
-commands:
-  serve                      run the node daemon (configured by environment variables)
-  status [--json]            show the pool and pods of the running daemon
-  max-pods --instance-type T show how many pods an instance type can hold
-  demo                       build a throwaway node on the simulated cloud and wire pods (root)
-  install-cni                install the vpc-cni plugin and its conflist on the node (init container)
-";
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the node daemon (configured by environment variables)
+    ///
+    /// Every setting is an environment variable (VPC_CNI_*, AWS_VPC_*, the
+    /// names aws-node uses; see the README); an invalid value stops ipamd at
+    /// start with a message naming it.
+    Serve,
+    /// Show the pool and pods of the running daemon
+    ///
+    /// Asks the daemon on VPC_CNI_SOCKET (as root, through the socket).
+    Status {
+        /// Print the daemon's whole view as JSON, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show how many pods an instance type can hold
+    ///
+    /// From the embedded table, or from EC2's DescribeInstanceTypes when
+    /// VPC_CNI_CLOUD=ec2 is set (falling back to the table).
+    MaxPods {
+        /// The instance type, e.g. m5.large
+        #[arg(long, value_name = "T", value_parser = NonEmptyStringValueParser::new())]
+        instance_type: String,
+        /// With prefix delegation: a /28 per slot, capped at 110 (under 30 vCPUs) or 250
+        #[arg(long)]
+        prefix_delegation: bool,
+    },
+    /// Build a throwaway node on the simulated cloud and wire pods (root)
+    ///
+    /// Builds a throwaway node (network namespace vpccni-demo-<pid>) running
+    /// `ipamd serve` on the simulated cloud, wires six pods with the real
+    /// vpc-cni plugin, checks they can talk, shows a default-deny
+    /// NetworkPolicy blocking traffic and an allow rule restoring it, shows
+    /// the pool, then deletes the pods and removes everything it made, also
+    /// on error or Ctrl-C. Needs root and `ip`.
+    Demo,
+    /// Install the vpc-cni plugin and its conflist on the node (init container)
+    InstallCni(InstallCni),
+}
+
+/// `ipamd install-cni`'s flags; [`ipamd::install_cni::Options::parse`]
+/// applies the defaults and reads the environment.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Environment: AWS_VPC_ENI_MTU and VPC_CNI_SOCKET (as ipamd serve reads them),
+VPC_CNI_PLUGIN_LOG_LEVEL (error|warn|info|debug) and VPC_CNI_PLUGIN_LOG_FILE (absolute path)."
+)]
+struct InstallCni {
+    /// CNI plugin directory (default /opt/cni/bin)
+    #[arg(long, value_name = "DIR", value_parser = NonEmptyStringValueParser::new())]
+    bin_dir: Option<String>,
+    /// CNI configuration directory (default /etc/cni/net.d)
+    #[arg(long, value_name = "DIR", value_parser = NonEmptyStringValueParser::new())]
+    conf_dir: Option<String>,
+    /// The plugin to install (default: vpc-cni beside this ipamd)
+    #[arg(long, value_name = "FILE", value_parser = NonEmptyStringValueParser::new())]
+    plugin: Option<String>,
+    /// Sysctl tree where net/ipv4/ip_forward is set (default /proc/sys)
+    #[arg(long, value_name = "DIR", value_parser = NonEmptyStringValueParser::new())]
+    proc_sys: Option<String>,
+}
+
+impl InstallCni {
+    /// The arguments [`ipamd::install_cni::main`] reads, `--flag=value` each.
+    fn to_args(&self) -> Vec<String> {
+        [
+            ("--bin-dir", &self.bin_dir),
+            ("--conf-dir", &self.conf_dir),
+            ("--plugin", &self.plugin),
+            ("--proc-sys", &self.proc_sys),
+        ]
+        .into_iter()
+        .filter_map(|(flag, value)| value.as_ref().map(|v| format!("{flag}={v}")))
+        .collect()
+    }
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("serve") => serve(),
-        Some("status") => status(args.iter().any(|a| a == "--json")),
-        Some("max-pods") => max_pods(&args[1..]),
-        Some("demo") => ipamd::demo::main(&args[1..]),
-        Some("install-cni") => ipamd::install_cni::main(&args[1..], std::env::vars()),
-        Some("-h" | "--help" | "help") => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprint!("{USAGE}");
-            ExitCode::from(2)
-        }
+    match Cli::parse().command {
+        Cmd::Serve => serve(),
+        Cmd::Status { json } => status(json),
+        Cmd::MaxPods {
+            instance_type,
+            prefix_delegation,
+        } => max_pods(&instance_type, prefix_delegation),
+        Cmd::Demo => demo(),
+        Cmd::InstallCni(args) => ipamd::install_cni::main(&args.to_args(), std::env::vars()),
     }
+}
+
+/// `ipamd demo` runs the demo, its own binary beside this one (the daemon's
+/// image does not need it; a cargo build puts both in one directory).
+fn demo() -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let demo = match std::env::current_exe() {
+        Ok(me) => me.with_file_name("vpc-cni-demo"),
+        Err(e) => {
+            eprintln!("ipamd demo: cannot find this binary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let e = std::process::Command::new(&demo).exec();
+    eprintln!(
+        "ipamd demo: cannot run {}: {e}; build it with `cargo build --workspace --bins`",
+        demo.display()
+    );
+    ExitCode::FAILURE
 }
 
 fn load_config() -> Result<Config, ExitCode> {
@@ -130,27 +227,12 @@ fn status(json: bool) -> ExitCode {
             serde_json::to_string_pretty(&view).unwrap_or_default()
         );
     } else {
-        print!("{}", ipamd::demo::render_status(&view));
+        print!("{}", ipamd::status::render_status(&view));
     }
     ExitCode::SUCCESS
 }
 
-fn max_pods(args: &[String]) -> ExitCode {
-    let Some(pos) = args.iter().position(|a| a == "--instance-type") else {
-        eprintln!("ipamd max-pods: --instance-type is required");
-        return ExitCode::from(2);
-    };
-    let Some(name) = args.get(pos + 1) else {
-        eprintln!("ipamd max-pods: --instance-type needs a value");
-        return ExitCode::from(2);
-    };
-    let pd = args.iter().any(|a| a == "--prefix-delegation");
-    if let Some(bad) = args.iter().enumerate().find(|(i, a)| {
-        *i != pos + 1 && !matches!(a.as_str(), "--instance-type" | "--prefix-delegation")
-    }) {
-        eprintln!("ipamd max-pods: unknown argument {:?}", bad.1);
-        return ExitCode::from(2);
-    }
+fn max_pods(name: &str, pd: bool) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

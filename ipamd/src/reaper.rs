@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::dataplane::NetlinkDataplane;
+use crate::dataplane::Dataplane;
 
 /// The queue and its task.
 pub struct Reaper {
@@ -32,7 +32,7 @@ struct Shared {
 
 impl Reaper {
     /// Starts the task on the current runtime.
-    pub fn start(dataplane: Arc<NetlinkDataplane>, delay: Duration) -> Self {
+    pub fn start(dataplane: Arc<dyn Dataplane>, delay: Duration) -> Self {
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
@@ -66,7 +66,7 @@ impl Shared {
     }
 }
 
-async fn run(shared: Arc<Shared>, dataplane: Arc<NetlinkDataplane>) {
+async fn run(shared: Arc<Shared>, dataplane: Arc<dyn Dataplane>) {
     loop {
         let (due, next) = shared.due(Instant::now());
         if !due.is_empty() {
@@ -97,5 +97,65 @@ async fn run(shared: Arc<Shared>, dataplane: Arc<NetlinkDataplane>) {
         // bound, not a poll).
         let until = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         let _ = tokio::time::timeout_at(until, shared.wake.notified()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::fake::{Call, FakeDataplane, Step};
+    use crate::dataplane::{PodNet, VethMacs};
+
+    fn veth(dp: &FakeDataplane, name: &str) -> u32 {
+        let pod = PodNet {
+            netns: format!("/run/netns/{name}"),
+            ifname: "eth0".into(),
+            host_ifname: name.into(),
+            addr: std::net::Ipv4Addr::new(10, 0, 0, 5),
+            mtu: 9001,
+            eni_table: None,
+            alias: None,
+        };
+        dp.insert_veth(&pod, VethMacs::random(), true)
+    }
+
+    async fn reaped(dp: &FakeDataplane, n: usize) {
+        for _ in 0..200 {
+            let calls = dp.calls();
+            if calls
+                .iter()
+                .filter(|c| matches!(c, Call::ReapLink { .. }))
+                .count()
+                >= n
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the reaper did not run");
+    }
+
+    /// After the delay: a veth that still has its name is deleted, one
+    /// whose index now has another name is not, and a failure does not stop
+    /// the entries after it (the failed one stays, for the next restart's
+    /// reconcile).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reaps_what_still_has_its_name_and_goes_on_after_a_failure() {
+        let dp = Arc::new(FakeDataplane::new());
+        let (a, b, c) = (
+            veth(&dp, "eni0000000000a"),
+            veth(&dp, "eni0000000000b"),
+            veth(&dp, "eni0000000000c"),
+        );
+        let reaper = Reaper::start(dp.clone(), Duration::from_millis(20));
+        dp.fail_at(Step::ReapLink);
+        reaper.schedule(c, "eni0000000000c".into());
+        reaper.schedule(a, "eni0000000000a".into());
+        reaper.schedule(b, "renamed".into());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(dp.veths().len(), 3, "not before the delay");
+        reaped(&dp, 3).await;
+        let left: Vec<u32> = dp.veths().iter().map(|v| v.index).collect();
+        assert_eq!(left, vec![b, c]);
     }
 }

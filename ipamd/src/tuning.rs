@@ -9,10 +9,13 @@
 //!
 //! A reload lays the file over the process environment and validates the
 //! result with the same parser as start-up ([`Config::from_vars`]), so a bad
-//! value gets the same message; then only the live keys ([`LIVE_KEYS`]) are
-//! applied. For those the file alone counts (a key absent from it is unset),
-//! since a pod's environment is a snapshot taken at its start. Everything else that differs from the running value is reported
-//! as needing a restart. A rejected reload changes nothing.
+//! value gets the same message; then only the live keys are applied
+//! ([`LIVE_KEYS`]: the settings the declaration in [`crate::config::declare`]
+//! marks live, read by the same parser in [`crate::config::live_pool`]).
+//! For those the file alone counts (a key absent from it is unset), since a
+//! pod's environment is a snapshot taken at its start. Everything else that
+//! differs from the running value is reported as needing a restart. A
+//! rejected reload changes nothing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,13 +31,8 @@ use crate::metrics::ConfigMetrics;
 /// How often the source is re-read.
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
 
-/// Keys applied without a restart.
-pub const LIVE_KEYS: &[&str] = &[
-    "WARM_IP_TARGET",
-    "MINIMUM_IP_TARGET",
-    "WARM_ENI_TARGET",
-    "WARM_PREFIX_TARGET",
-];
+/// Keys applied without a restart: the live settings of the declaration.
+pub use crate::config::LIVE_KEYS;
 
 /// Files larger than this in the config directory are not settings.
 const MAX_VALUE_BYTES: u64 = 4096;
@@ -156,31 +154,18 @@ pub fn evaluate(
         }
         merged.insert(k.clone(), v.clone());
     }
-    let decision = match Config::from_vars(merged) {
+    // Everything is validated (a bad value of any key rejects the reload);
+    // only the live keys are taken, over the settings the daemon started with.
+    let next =
+        Config::from_vars(merged.clone()).and_then(|_| crate::config::live_pool(merged, *started));
+    let decision = match next {
         Err(e) => Decision::Reject(e),
-        Ok(c) => {
-            let next = live_part(&c.pool, started);
-            if next == *running {
-                Decision::Unchanged
-            } else {
-                Decision::Apply(next)
-            }
-        }
+        Ok(next) if next == *running => Decision::Unchanged,
+        Ok(next) => Decision::Apply(next),
     };
     Evaluation {
         decision,
         restart_required,
-    }
-}
-
-/// `started` with the live fields of `parsed`.
-fn live_part(parsed: &PoolSettings, started: &PoolSettings) -> PoolSettings {
-    PoolSettings {
-        warm_ip_target: parsed.warm_ip_target,
-        minimum_ip_target: parsed.minimum_ip_target,
-        warm_eni_target: parsed.warm_eni_target,
-        warm_prefix_target: parsed.warm_prefix_target,
-        ..*started
     }
 }
 

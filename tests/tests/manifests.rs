@@ -495,8 +495,7 @@ const PROGRAM_PACKAGES: &[(&str, &str)] = &[
     ("conntrack", "conntrack"),
 ];
 
-/// Programs ipamd's non-test code spawns (`Command::new("x")`), outside
-/// `ipamd demo` (which runs on a developer's machine, not in the image).
+/// Programs the non-test code under `src` spawns (`Command::new("x")`).
 fn spawned_programs(src: &Path) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     let mut stack = vec![src.to_path_buf()];
@@ -504,9 +503,7 @@ fn spawned_programs(src: &Path) -> BTreeSet<String> {
         for e in std::fs::read_dir(&d).expect("readable") {
             let p = e.expect("entry").path();
             if p.is_dir() {
-                if !p.ends_with("demo") {
-                    stack.push(p);
-                }
+                stack.push(p);
             } else if p.extension().is_some_and(|e| e == "rs") && !p.ends_with("tests.rs") {
                 let text = std::fs::read_to_string(&p).expect("source");
                 let code = text.split("#[cfg(test)]").next().unwrap_or("");
@@ -532,7 +529,19 @@ fn the_image_has_every_program_ipamd_runs() {
         .flat_map(|l| l.split_whitespace())
         .filter(|w| !w.starts_with('-') && !["apt-get", "install", "&&"].contains(w))
         .collect();
-    for program in spawned_programs(&root().join("ipamd/src")) {
+    // The daemon and every crate linked into it (the demo is not in the image).
+    let sources = [
+        "ipamd/src",
+        "crates/core/src",
+        "crates/netlink/src",
+        "crates/cloud/src",
+        "crates/policy/src",
+    ];
+    let spawned: BTreeSet<String> = sources
+        .iter()
+        .flat_map(|s| spawned_programs(&root().join(s)))
+        .collect();
+    for program in spawned {
         let package = PROGRAM_PACKAGES
             .iter()
             .find(|(p, _)| *p == program)
@@ -726,15 +735,12 @@ fn iam_policy_allows_exactly_the_ec2_calls_the_provider_makes() {
         cluster
     );
 
-    let ec2_dir = root().join("ipamd/src/cloud/ec2");
-    if !ec2_dir.is_dir() {
-        eprintln!(
-            "SKIP: {} does not exist yet (the ec2 provider is merged later); \
-             the policy's actions were checked for shape only",
-            ec2_dir.display()
-        );
-        return;
-    }
+    let ec2_dir = root().join("crates/cloud/src/ec2");
+    assert!(
+        ec2_dir.is_dir(),
+        "{} is where the ec2 provider lives",
+        ec2_dir.display()
+    );
     let ops = sdk_operations();
     assert!(ops.contains("create_network_interface"), "{ops:?}");
     let called = provider_calls(&ec2_dir, &ops);

@@ -10,12 +10,25 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::Parser;
 use serde_json::{json, Value};
 
 const POOLS: [usize; 3] = [64, 750, 16_384];
 const THREADS: [usize; 4] = [1, 2, 4, 8];
 
+/// It takes no arguments; clap gives it `--help` (which must not rewrite
+/// the results) and refuses anything else.
+#[derive(Debug, Parser)]
+#[command(
+    name = "alloc-report",
+    about = "Turns the allocator's criterion results (target/criterion) into bench/results/alloc.{json,md} \
+             and the allocator section of bench/RESULTS.md",
+    after_help = "Run after `cargo bench -p vpc-cni-bench --bench alloc` (scripts/bench.sh does both)."
+)]
+struct Cli {}
+
 fn main() -> ExitCode {
+    Cli::parse();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let criterion = root.join("target/criterion");
     match report(&criterion, &root.join("bench")) {

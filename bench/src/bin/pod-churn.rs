@@ -11,17 +11,9 @@ use std::process::ExitCode;
 mod churn;
 
 fn main() -> ExitCode {
-    let options = match churn::cli::Options::parse(std::env::args().skip(1)) {
-        Ok(churn::cli::Parsed::Run(o)) => o,
-        Ok(churn::cli::Parsed::Help) => {
-            print!("{}", churn::cli::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("pod-churn: {e}\n\n{}", churn::cli::USAGE);
-            return ExitCode::from(2);
-        }
-    };
+    // `--help` prints and exits 0; a mistake prints the usage and exits 2.
+    let options =
+        churn::cli::Options::parse(std::env::args_os().skip(1)).unwrap_or_else(|e| e.exit());
     match churn::run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

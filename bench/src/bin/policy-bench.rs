@@ -19,6 +19,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use clap::{Parser, ValueEnum};
 use serde_json::{json, Value};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -324,37 +325,46 @@ fn log_lines(dir: &Path, node: &str, needle: &str) -> Vec<String> {
         .collect()
 }
 
-fn main() -> ExitCode {
-    const USAGE: &str = "usage: policy-bench [--quick] [--mode standard|strict] (run as root)";
-    let mut quick = false;
-    let mut mode = "standard";
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        match flag.as_str() {
-            "--quick" if inline.is_none() => quick = true,
-            "--mode" => match inline.or_else(|| args.next()).as_deref() {
-                Some("standard") => mode = "standard",
-                Some("strict") => mode = "strict",
-                other => {
-                    eprintln!("{USAGE}; --mode takes standard or strict, got {other:?}");
-                    return ExitCode::from(2);
-                }
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            _ => {
-                // A typo must not start a run that rewrites RESULTS.md.
-                eprintln!("{USAGE}; unknown argument {arg:?}");
-                return ExitCode::from(2);
-            }
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "policy-bench",
+    about = "What NetworkPolicy enforcement costs, against the same daemon with it off (run as root)",
+    long_about = "What NetworkPolicy enforcement costs, against the same daemon with it off,
+in the same run: ADD latency on two nodes (1000 policies, 5000 remote pods
+on one), the time until a policy change reaches the kernel's table, and both
+daemons' memory. Writes the policy section of bench/RESULTS.md (run as root).",
+    args_override_self = true
+)]
+struct Cli {
+    /// A smoke run: 40 ADDs and 2 policy changes instead of 300 and 7
+    #[arg(long)]
+    quick: bool,
+    /// VPC_CNI_POLICY_MODE of the node with enforcement on
+    #[arg(long, value_enum, default_value_t = Mode::Standard)]
+    mode: Mode,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Standard,
+    Strict,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Standard => "standard",
+            Mode::Strict => "strict",
         }
     }
+}
+
+fn main() -> ExitCode {
+    // A typo must not start a run that rewrites RESULTS.md: clap exits 2.
+    let Cli { quick, mode } = Cli::parse();
+    let mode = mode.as_str();
     let o = Options {
         adds: if quick { 40 } else { 300 },
         changes: if quick { 2 } else { 7 },
@@ -677,5 +687,31 @@ mod tests {
         assert!(target_cell(false, 0.21).ends_with('✗'));
         let quick = target_cell(true, 4.4);
         assert!(!quick.contains('✗') && !quick.contains('✓'), "{quick}");
+    }
+
+    #[test]
+    fn the_command_line() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("policy-bench").chain(args.iter().copied()))
+        };
+        let c = parse(&[]).unwrap();
+        assert_eq!((c.quick, c.mode.as_str()), (false, "standard"));
+        let c = parse(&["--quick", "--mode=strict"]).unwrap();
+        assert_eq!((c.quick, c.mode.as_str()), (true, "strict"));
+        assert_eq!(
+            parse(&["--mode", "standard"]).unwrap().mode.as_str(),
+            "standard"
+        );
+        for bad in [
+            &["--mode", "lax"][..],
+            &["--mode"],
+            &["--quick=yes"],
+            &["--frobnicate"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+        assert_eq!(parse(&["--help"]).unwrap_err().exit_code(), 0);
     }
 }

@@ -10,52 +10,57 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::{ArgAction, Parser};
 use plotters::style::RGBColor;
 use vpc_cni_bench::scale::node::Policy;
 use vpc_cni_bench::scale::report::{LongRun, Report, ScaleRun};
 use vpc_cni_bench::scale::{self, bucket_bound, lone, virtual_time, Fleet};
 
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "scale-sim",
+    about = "Warm pools of whole fleets against one simulated EC2 account, in virtual time",
+    long_about = "1000 and 10 000 nodes against one simulated EC2 account in virtual time,
+aws-node-like vs vpc-cni fixed vs adaptive. Writes its section of
+bench/RESULTS.md and bench/results/scale-sim.svg (no root needed).",
+    // As before clap: a flag given twice takes its last value.
+    args_override_self = true
+)]
 struct Options {
+    /// Fleet sizes to simulate, comma-separated (each 1 to 50000)
+    #[arg(
+        long,
+        value_name = "N,N...",
+        value_delimiter = ',',
+        action = ArgAction::Set,
+        num_args = 1,
+        value_parser = node_count,
+        default_value = "1000,10000"
+    )]
     nodes: Vec<usize>,
+    /// The fleet size that also runs the long phase (churn, burst after idle)
+    #[arg(long, value_name = "N", default_value_t = 1000)]
     long_nodes: usize,
+    /// The file whose scale-sim section is rewritten
+    #[arg(long, value_name = "FILE", default_value = "bench/RESULTS.md")]
     results: PathBuf,
+    /// Where the SVG goes
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "bench/results/scale-sim.svg"
+    )]
     svg: PathBuf,
 }
 
-fn parse() -> Result<Options, String> {
-    let mut o = Options {
-        nodes: vec![1000, 10_000],
-        long_nodes: 1000,
-        results: PathBuf::from("bench/RESULTS.md"),
-        svg: PathBuf::from("bench/results/scale-sim.svg"),
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--nodes" => {
-                o.nodes = val()?
-                    .split(',')
-                    .map(|n| {
-                        n.trim()
-                            .parse::<usize>()
-                            .map_err(|e| format!("--nodes {n:?}: {e}"))
-                    })
-                    .collect::<Result<_, _>>()?;
-                if o.nodes.iter().any(|&n| n == 0 || n > 50_000) {
-                    return Err("--nodes: each count must be between 1 and 50000".into());
-                }
-            }
-            "--long-nodes" => {
-                o.long_nodes = val()?.parse().map_err(|e| format!("--long-nodes: {e}"))?;
-            }
-            "--results" => o.results = PathBuf::from(val()?),
-            "--svg" => o.svg = PathBuf::from(val()?),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
+/// One `--nodes` count.
+fn node_count(n: &str) -> Result<usize, String> {
+    match n.trim().parse::<usize>() {
+        Ok(n) if (1..=50_000).contains(&n) => Ok(n),
+        Ok(_) => Err("each count must be between 1 and 50000".into()),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(o)
 }
 
 fn machine() -> String {
@@ -169,18 +174,48 @@ fn run(o: &Options) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let o = match parse() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("scale-sim: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // `--help` prints and exits 0; a mistake prints the usage and exits 2.
+    let o = Options::parse();
     match run(&o) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("scale-sim: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
+        Options::try_parse_from(std::iter::once("scale-sim").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line() {
+        Options::command().debug_assert();
+        let o = parse(&[]).unwrap();
+        assert_eq!(o.nodes, [1000, 10_000]);
+        assert_eq!(o.long_nodes, 1000);
+        assert_eq!(o.results, PathBuf::from("bench/RESULTS.md"));
+        assert_eq!(o.svg, PathBuf::from("bench/results/scale-sim.svg"));
+        let o = parse(&["--nodes", "10, 20", "--long-nodes=20", "--svg", "/t/s.svg"]).unwrap();
+        assert_eq!((o.nodes, o.long_nodes), (vec![10, 20], 20));
+        assert_eq!(o.svg, PathBuf::from("/t/s.svg"));
+        assert_eq!(parse(&["--nodes=5", "--nodes", "7"]).unwrap().nodes, [7]);
+        for bad in [
+            &["--nodes", "0"][..],
+            &["--nodes", "50001"],
+            &["--nodes", "1,x"],
+            &["--nodes"],
+            &["--long-nodes", "-1"],
+            &["--frobnicate"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+        assert_eq!(parse(&["--help"]).unwrap_err().exit_code(), 0);
     }
 }

@@ -98,7 +98,7 @@ impl Report {
              all in one simulated account with EC2's published per-account buckets (Assign, Unassign, Create, Delete: 100 tokens at 5/s each; \
              Attach/Detach: 50 at 5/s; Describe: 100 at 20/s) and measured latencies (Assign 0.5 s, Describe 0.2 s, a new ENI usable 5 s after Attach, \
              throttled answers after 50 ms). Time is tokio's paused clock: the runs below are hours of cluster time. \
-             *vpc-cni* runs the real `Pool` behind the real `Budget` (`ipamd/src/pool`, `ipamd/src/cloud/budget.rs`); \
+             *vpc-cni* runs the real `Pool` behind the real `Budget` (`ipamd/src/pool`, `crates/cloud/src/budget.rs`); \
              *aws-node-like* is a model in `bench/src/scale/node.rs`: its 5 s pool loop adding one prefix when fewer than 16 addresses are free, \
              aws-sdk-go's default retryer (3 retries, throttle backoff 2^n × U(0.5, 1) s), no client-side buckets. Pods get their address the moment one is free \
              (the model ignores kubelet's sandbox retry, which only makes aws-node slower).\n"

@@ -11,11 +11,15 @@
 //! pod's namespace for a moment, so callers run it outside the async
 //! scheduler: `block_in_place` on the pod path, `spawn_blocking` elsewhere.
 
-pub mod msg;
 pub mod naming;
-pub mod netns;
-pub mod nl;
 pub mod snat;
+pub use vpc_cni_netlink::{netns, route as nl, route::msg};
+
+/// The in-memory [`Dataplane`] of unit tests. Test-only (`cfg(test)`): its
+/// users are the pod service's, the reaper's and reconcile's unit tests in
+/// this crate; nothing of it is compiled into the daemon.
+#[cfg(test)]
+pub mod fake;
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -111,6 +115,73 @@ pub struct Wired {
     pub host_ifindex: u32,
     /// Pod interface index (inside the pod's namespace).
     pub pod_ifindex: u32,
+}
+
+/// The kernel side of pod networking, as the pod service
+/// (`crate::pod`), the reaper (`crate::reaper`) and start-up reconcile
+/// (`crate::reconcile`) use it: the seam that lets their transactions and
+/// rollbacks be tested without root. [`NetlinkDataplane`] is the real one;
+/// unit tests use `fake::FakeDataplane`, which records what exists and fails
+/// on demand.
+///
+/// Every method blocks (a few netlink round trips, maybe a moment in the
+/// pod's namespace): callers run it outside the async scheduler
+/// (`block_in_place` on the pod path, `spawn_blocking` elsewhere).
+///
+/// What one pod's wiring consists of, and which call removes which part:
+///
+/// | made by [`add_pod`](Dataplane::add_pod) | removed by |
+/// |---|---|
+/// | veth pair, peer `eth0` in the pod's namespace | [`reap_link`](Dataplane::reap_link), or the runtime destroying the namespace |
+/// | pod side: address, routes, gateway neighbour | goes with the veth |
+/// | host side: link up, alias, /32 host route | the route: [`del_pod`](Dataplane::del_pod), or goes with the veth |
+/// | host side: `ip rule`s (to pod; from pod on a secondary ENI) | [`del_pod`](Dataplane::del_pod) only: rules outlive links |
+pub trait Dataplane: Send + Sync {
+    /// Wires one pod: creates the veth pair with its peer born in the pod's
+    /// namespace (`ip link add <host> type veth peer <ifname> netns <ns>`),
+    /// then the pod side in one batch (`ip link set up`,
+    /// `ip addr add <addr>/32`, the routes to and via 169.254.1.1, the
+    /// gateway's permanent neighbour entry), then the host side in one batch
+    /// (`ip link set up`, alias, `ip route add <addr>/32 dev <host>`,
+    /// `ip rule add to <addr> lookup main`, and on a secondary ENI
+    /// `ip rule add from <addr> lookup <table>`). A host veth of the same
+    /// name left by an earlier sandbox is replaced. `laps` times the veth,
+    /// the pod side and the host side.
+    ///
+    /// On failure it removes what it made (host side, then the veth, which
+    /// takes the pod side with it) before returning the error; that clean-up
+    /// is best effort and its own errors are ignored. Undoing a success:
+    /// [`Self::del_pod`] then [`Self::reap_link`] with the returned host
+    /// index.
+    fn add_pod(&self, pod: &PodNet, macs: VethMacs, laps: &mut Laps) -> Result<Wired>;
+
+    /// Removes a pod's host side: `ip route del <addr>/32 [dev <index>]`,
+    /// `ip rule del to <addr> lookup main` and, with `eni_table`,
+    /// `ip rule del from <addr> lookup <table>`. Pieces already gone are not errors,
+    /// so a retry after a failure finishes the job. The veth is left (see
+    /// [`Self::reap_link`]). `host_ifindex` 0 matches the route through any
+    /// link. There is no undo: wiring the pod again is an ADD.
+    fn del_pod(&self, addr: Ipv4Addr, eni_table: Option<u32>, host_ifindex: u32) -> Result<()>;
+
+    /// `ip link del` host link `index` if it still exists and still has
+    /// `name` (indexes are not reused soon, names are). Returns whether it
+    /// deleted anything. Deleting a veth deletes its peer and every route
+    /// through it; rules stay.
+    fn reap_link(&self, index: u32, name: &str) -> Result<bool>;
+
+    /// CNI CHECK: the pod's interface, address and default route, and the
+    /// host veth with its /32 route, are as [`Self::add_pod`] left them;
+    /// [`DataplaneError::Mismatch`] says what differs. Changes nothing.
+    fn check_pod(&self, pod: &PodNet) -> Result<()>;
+
+    /// A dump in the node namespace (`ip link`, `ip route`, ...), for
+    /// reconcile at start-up. Changes nothing.
+    fn dump_node(&self, msg: RouteNetlinkMessage, op: &str) -> Result<Vec<RouteNetlinkMessage>>;
+
+    /// The MAC of `ifname` inside the namespace at `netns` (`None` if it has
+    /// no such link), for rebuilding a pod's ADD result at start-up.
+    /// Changes nothing.
+    fn pod_link_mac(&self, netns: &str, ifname: &str) -> Result<Option<MacAddr>>;
 }
 
 /// The netlink implementation, owning long-lived sockets in the node's
@@ -447,7 +518,7 @@ impl NetlinkDataplane {
                 .tolerate(&[libc::EEXIST])
         };
         self.with_node_socket(|node| Ok(node.request(req)?))
-            .map_err(|e| snat::SnatError::Rule(e.to_string()))
+            .map_err(|e| snat::SnatError::Rule(Box::new(e)))
     }
 
     /// Brings up a secondary ENI's link (found by MAC) and fills its route
@@ -492,6 +563,34 @@ impl NetlinkDataplane {
             ])?;
             Ok(name)
         })
+    }
+}
+
+/// The inherent methods do the work (they stay callable on a
+/// `NetlinkDataplane` without the trait in scope); this forwards to them.
+impl Dataplane for NetlinkDataplane {
+    fn add_pod(&self, pod: &PodNet, macs: VethMacs, laps: &mut Laps) -> Result<Wired> {
+        NetlinkDataplane::add_pod(self, pod, macs, laps)
+    }
+
+    fn del_pod(&self, addr: Ipv4Addr, eni_table: Option<u32>, host_ifindex: u32) -> Result<()> {
+        NetlinkDataplane::del_pod(self, addr, eni_table, host_ifindex)
+    }
+
+    fn reap_link(&self, index: u32, name: &str) -> Result<bool> {
+        NetlinkDataplane::reap_link(self, index, name)
+    }
+
+    fn check_pod(&self, pod: &PodNet) -> Result<()> {
+        NetlinkDataplane::check_pod(self, pod)
+    }
+
+    fn dump_node(&self, msg: RouteNetlinkMessage, op: &str) -> Result<Vec<RouteNetlinkMessage>> {
+        NetlinkDataplane::dump_node(self, msg, op)
+    }
+
+    fn pod_link_mac(&self, netns: &str, ifname: &str) -> Result<Option<MacAddr>> {
+        NetlinkDataplane::pod_link_mac(self, netns, ifname)
     }
 }
 

@@ -15,7 +15,7 @@
 //! deleted, addresses EC2 holds for us that we do not know are returned.
 
 pub mod adaptive;
-pub mod plan;
+pub use vpc_cni_core::plan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -30,8 +30,9 @@ use tokio::time::Instant;
 
 use crate::alloc::{Allocator, AttachmentKey, Usage};
 use crate::cloud::{Cloud, CloudError, Eni, EniId, MacAddr, NodeInfo};
-use crate::config::{PoolSettings, WarmPolicy};
-use crate::dataplane::NetlinkDataplane;
+use crate::dataplane::{DataplaneError, NetlinkDataplane};
+use crate::identity::eni_table;
+use vpc_cni_core::plan::{PoolSettings, WarmPolicy};
 
 use self::adaptive::ArrivalModel;
 use self::plan::SurplusTimer;
@@ -56,11 +57,6 @@ pub const QUIET_RATE: f64 = 0.005;
 /// How often the pool looks for surplus (a local scan, no EC2 call).
 const SURPLUS_TICK: Duration = Duration::from_secs(30);
 
-/// The route table of a secondary ENI: its device index + 1, as aws-node.
-pub fn eni_table(device_index: u32) -> Option<u32> {
-    (device_index > 0).then_some(device_index + 1)
-}
-
 /// Sets up the node side of a secondary ENI (find the link by MAC, MTU, up,
 /// its route table). Blocking; the pool calls it off the runtime.
 pub trait EniLinker: Send + Sync + 'static {
@@ -71,7 +67,7 @@ pub trait EniLinker: Send + Sync + 'static {
         table: u32,
         gateway: Ipv4Addr,
         mtu: u32,
-    ) -> Result<String, String>;
+    ) -> Result<String, DataplaneError>;
 }
 
 impl EniLinker for NetlinkDataplane {
@@ -81,8 +77,8 @@ impl EniLinker for NetlinkDataplane {
         table: u32,
         gateway: Ipv4Addr,
         mtu: u32,
-    ) -> Result<String, String> {
-        NetlinkDataplane::setup_eni(self, mac, table, gateway, mtu).map_err(|e| e.to_string())
+    ) -> Result<String, DataplaneError> {
+        NetlinkDataplane::setup_eni(self, mac, table, gateway, mtu)
     }
 }
 
@@ -91,7 +87,13 @@ impl EniLinker for NetlinkDataplane {
 pub struct NoLinks;
 
 impl EniLinker for NoLinks {
-    fn setup_eni(&self, mac: MacAddr, _: u32, _: Ipv4Addr, _: u32) -> Result<String, String> {
+    fn setup_eni(
+        &self,
+        mac: MacAddr,
+        _: u32,
+        _: Ipv4Addr,
+        _: u32,
+    ) -> Result<String, DataplaneError> {
         Ok(format!("eni-{mac}"))
     }
 }
@@ -266,7 +268,7 @@ impl Pool {
         let name = tokio::task::spawn_blocking(move || linker.setup_eni(mac, table, gw, mtu))
             .await
             .map_err(|e| link_error(eni, e.to_string()))?
-            .map_err(|e| link_error(eni, e))?;
+            .map_err(|e| link_error(eni, e.to_string()))?;
         tracing::info!(eni = %eni.id, link = %name, table, "secondary ENI link set up");
         Ok(())
     }
@@ -556,7 +558,7 @@ impl Pool {
         let step = plan::shrink_step(&enis, total, target);
         let due = self.lock().surplus.observe(
             step.is_some(),
-            Instant::now(),
+            Instant::now().into_std(),
             self.settings().release_delay,
         );
         let Some(step) = step.filter(|_| due) else {

@@ -14,62 +14,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute};
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::cloud::MacAddr;
-use crate::dataplane::{msg, DataplaneError, NetlinkDataplane};
-
-/// Prefix and format version of the alias.
-pub const ALIAS_PREFIX: &str = "vpc-cni/1";
-
-/// The kernel's `IFALIASZ` minus the terminating NUL.
-pub const MAX_ALIAS_BYTES: usize = 255;
-
-/// Who owns a host veth, as its alias says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    /// `CNI_CONTAINERID`.
-    pub container_id: String,
-    /// `CNI_IFNAME`.
-    pub ifname: String,
-    /// `CNI_NETNS` at ADD.
-    pub netns: String,
-    /// Device index of the ENI holding the address.
-    pub eni_index: u32,
-    /// MTU used.
-    pub mtu: u32,
-}
-
-impl Owner {
-    /// `vpc-cni/1 <eni index> <mtu> <ifname> <container id> <netns>`, or
-    /// `None` if it does not fit the kernel's limit or a field holds a space
-    /// (the container id and ifname never do: the plugin refuses them).
-    pub fn alias(&self) -> Option<String> {
-        if self.container_id.contains(' ') || self.ifname.contains(' ') {
-            return None;
-        }
-        let text = format!(
-            "{ALIAS_PREFIX} {} {} {} {} {}",
-            self.eni_index, self.mtu, self.ifname, self.container_id, self.netns
-        );
-        (text.len() <= MAX_ALIAS_BYTES).then_some(text)
-    }
-
-    /// Reads an alias written by [`Owner::alias`].
-    pub fn from_alias(alias: &str) -> Option<Self> {
-        let rest = alias.strip_prefix(ALIAS_PREFIX)?.strip_prefix(' ')?;
-        let mut parts = rest.splitn(5, ' ');
-        let eni_index = parts.next()?.parse().ok()?;
-        let mtu = parts.next()?.parse().ok()?;
-        let ifname = parts.next()?.to_string();
-        let container_id = parts.next()?.to_string();
-        let netns = parts.next().unwrap_or("").to_string();
-        (!ifname.is_empty() && !container_id.is_empty()).then_some(Owner {
-            container_id,
-            ifname,
-            netns,
-            eni_index,
-            mtu,
-        })
-    }
-}
+use crate::dataplane::{msg, Dataplane, DataplaneError};
 
 /// One host veth.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +40,7 @@ pub struct KernelView {
 
 impl KernelView {
     /// Dumps links and routes of the node namespace (`ip link`, `ip route`).
-    pub fn read(dataplane: &NetlinkDataplane) -> Result<Self, DataplaneError> {
+    pub fn read<D: Dataplane + ?Sized>(dataplane: &D) -> Result<Self, DataplaneError> {
         let mut view = KernelView::default();
         for m in dataplane.dump_node(msg::dump_links(), "dump links")? {
             let RouteNetlinkMessage::NewLink(l) = m else {
@@ -180,34 +125,6 @@ pub fn is_host_veth_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn alias_round_trips() {
-        let o = Owner {
-            container_id: "abc123".into(),
-            ifname: "eth0".into(),
-            netns: "/var/run/netns/cni-1 with space".into(),
-            eni_index: 2,
-            mtu: 9001,
-        };
-        let a = o.alias().unwrap();
-        assert!(a.starts_with("vpc-cni/1 2 9001 eth0 abc123 "), "{a}");
-        assert_eq!(Owner::from_alias(&a), Some(o));
-        assert_eq!(Owner::from_alias("something else"), None);
-        assert_eq!(Owner::from_alias("vpc-cni/1 x 9001 eth0 c n"), None);
-    }
-
-    #[test]
-    fn too_long_an_owner_gets_no_alias() {
-        let o = Owner {
-            container_id: "c".repeat(300),
-            ifname: "eth0".into(),
-            netns: String::new(),
-            eni_index: 0,
-            mtu: 9001,
-        };
-        assert_eq!(o.alias(), None);
-    }
 
     #[test]
     fn host_veth_names() {

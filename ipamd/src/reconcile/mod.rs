@@ -8,7 +8,7 @@
 //!   `IP_COOLDOWN_PERIOD` before anyone else gets it.
 //! * A host veth with a /32 route through it but no allocation (an ADD that
 //!   crashed before answering, or a lost checkpoint) is rebuilt from the
-//!   owner its alias names ([`kernel::Owner`]); without an alias (a node
+//!   owner its alias names ([`Owner`]); without an alias (a node
 //!   coming from aws-node) its address is held under a placeholder key
 //!   ([`UNKNOWN_OWNER_PREFIX`]) so it is never handed out.
 //! * A host veth without a route is a half-done ADD that never answered: it
@@ -20,7 +20,7 @@
 //! [`plan`] is pure (injected probes for namespaces and MACs) and unit
 //! tested; [`apply`] carries a plan out. The runtime's view arrives after
 //! start: CNI GC releases attachments the runtime no longer lists, CHECK
-//! compares one pod with the kernel (both in `crate::pod`).
+//! compares one pod with the kernel (both in the pod service).
 
 pub mod kernel;
 
@@ -31,52 +31,14 @@ use std::time::Duration;
 
 use crate::alloc::{Allocator, AttachmentKey};
 use crate::cloud::{Eni, MacAddr};
-use crate::dataplane::{naming, NetlinkDataplane, PodNet, VethMacs};
-use crate::pod::{add_result, PodRecord};
-use crate::pool::eni_table;
+use crate::dataplane::{naming, Dataplane, PodNet, VethMacs};
+use crate::identity::{
+    add_result, eni_table, Owner, PodRecord, UNKNOWN_OWNER_PREFIX, WIRING_PENDING,
+};
 use crate::store::awsnode::AwsNodeAllocation;
 use crate::store::{Record, RecordKey};
 
-use self::kernel::{HostLink, KernelView, Owner};
-
-/// Container id prefix of an address held for a host veth nobody claims
-/// (no checkpoint entry, no alias): never a runtime's container id, so CNI
-/// GC leaves it alone.
-pub const UNKNOWN_OWNER_PREFIX: &str = "unknown-owner:";
-
-/// `host_ifindex` of a record journaled before its ADD finished wiring
-/// (ADD journals first, so the fsync overlaps the netlink work, and records
-/// the index lazily afterwards). After a crash such a record is kept only if
-/// its /32 host route goes through the host veth found by its name; the
-/// kernel never gives index 0 to a link.
-pub const WIRING_PENDING: u32 = 0;
-
-impl Record for PodRecord {
-    fn key(&self) -> RecordKey {
-        RecordKey {
-            container_id: self.container_id.clone(),
-            ifname: self.ifname.clone(),
-        }
-    }
-}
-
-/// The owner written into the host veth's alias at ADD.
-pub fn alias_for(
-    container_id: &str,
-    ifname: &str,
-    netns: &str,
-    eni_index: u32,
-    mtu: u32,
-) -> Option<String> {
-    Owner {
-        container_id: container_id.to_string(),
-        ifname: ifname.to_string(),
-        netns: netns.to_string(),
-        eni_index,
-        mtu,
-    }
-    .alias()
-}
+use self::kernel::{HostLink, KernelView};
 
 /// What reconcile starts from.
 #[derive(Debug, Default)]
@@ -433,9 +395,9 @@ fn rebuilt_record(
 /// unwires and releases gone pods, deletes half-made host veths. Errors are
 /// logged and counted, never fatal: a leftover route is better than a node
 /// that does not start. Returns how many steps failed.
-pub fn apply(
+pub fn apply<D: Dataplane + ?Sized>(
     plan: &Plan,
-    dataplane: &Arc<NetlinkDataplane>,
+    dataplane: &Arc<D>,
     alloc: &Arc<Allocator>,
     cooldown: Duration,
 ) -> usize {
@@ -499,9 +461,9 @@ pub enum ReconcileError {
 /// Reads what reconcile compares (our checkpoint, or aws-node's when ours
 /// is absent; the kernel) and plans against `enis`, the cloud's view, which
 /// the caller read once for both this and the pool. Logs what it found.
-pub async fn prepare(
+pub async fn prepare<D: Dataplane + ?Sized + 'static>(
     store: &crate::store::Store<PodRecord>,
-    dataplane: &Arc<NetlinkDataplane>,
+    dataplane: &Arc<D>,
     enis: Vec<Eni>,
     aws_node_checkpoint: &std::path::Path,
     default_mtu: u32,
@@ -539,7 +501,7 @@ pub async fn prepare(
         },
     }
     let dp = dataplane.clone();
-    inputs.kernel = tokio::task::spawn_blocking(move || KernelView::read(&dp))
+    inputs.kernel = tokio::task::spawn_blocking(move || KernelView::read(&*dp))
         .await
         .map_err(|e| ReconcileError::Task(e.to_string()))??;
     inputs.enis = enis;

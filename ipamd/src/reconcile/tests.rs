@@ -2,6 +2,7 @@ use serde_json::json;
 
 use super::*;
 use crate::cloud::{EniId, Subnet};
+use crate::identity::alias_for;
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, last)
@@ -264,4 +265,179 @@ fn aws_node_allocations_are_matched_by_host_veth_name() {
     assert_eq!(p.keep[0].name.as_deref(), Some("web-0"));
     assert_eq!(p.release.len(), 1, "web-1 has no veth: gone");
     assert_eq!(p.report.held_unknown, 0, "the routed veth was claimed");
+}
+
+// `prepare` and `apply` against the fake dataplane: what a crash left in
+// the kernel, read back and repaired.
+
+mod with_dataplane {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dataplane::fake::{Call, FakeDataplane, Rule, Step};
+    use crate::dataplane::{FROM_POD_RULE_PRIORITY, TO_POD_RULE_PRIORITY};
+    use crate::pod::testkit::TempDir;
+    use crate::store::{Durability, Store};
+    use crate::timing::Laps;
+
+    fn pending(cid: &str, addr: Ipv4Addr, link: u32) -> PodRecord {
+        let mut r = record(cid, addr, link, &format!("/nonexistent/{cid}"));
+        r.host_ifindex = WIRING_PENDING;
+        r.eni_index = 1;
+        r
+    }
+
+    fn pod_net(r: &PodRecord) -> PodNet {
+        PodNet {
+            netns: r.netns.clone(),
+            ifname: r.ifname.clone(),
+            host_ifname: r.host_ifname.clone(),
+            addr: r.addr,
+            mtu: r.mtu,
+            eni_table: eni_table(r.eni_index),
+            alias: alias_for(&r.container_id, &r.ifname, &r.netns, r.eni_index, r.mtu),
+        }
+    }
+
+    /// The node after a crash: `half`'s ADD had made its veth (pod side
+    /// included) but not its host side; `wired`'s ADD had wired everything
+    /// but not yet recorded the index; `gone`'s pod went while ipamd was
+    /// down, its veth with its namespace, leaving its rules.
+    struct Crashed {
+        dir: TempDir,
+        dp: Arc<FakeDataplane>,
+        records: Vec<PodRecord>,
+    }
+
+    fn crashed() -> Crashed {
+        let dp = Arc::new(FakeDataplane::new());
+        let half = pending("half", ip(5), 10);
+        dp.insert_veth(&pod_net(&half), VethMacs::random(), true);
+        let wired = pending("wired", ip(6), 11);
+        dp.add_pod(&pod_net(&wired), VethMacs::random(), &mut Laps::default())
+            .unwrap();
+        let mut gone = record("gone", ip(7), 77, "/nonexistent/gone");
+        gone.eni_index = 1;
+        for (from, table, priority) in [
+            (
+                false,
+                crate::dataplane::msg::MAIN_TABLE,
+                TO_POD_RULE_PRIORITY,
+            ),
+            (true, 2, FROM_POD_RULE_PRIORITY),
+        ] {
+            dp.insert_rule(Rule {
+                from,
+                addr: gone.addr,
+                table,
+                priority,
+            });
+        }
+        Crashed {
+            dir: TempDir::new("reconcile"),
+            dp,
+            records: vec![half, wired, gone],
+        }
+    }
+
+    /// Restarts on `c`: the checkpoint as the crash left it, reconcile's
+    /// plan, the allocator with the held addresses, then `apply`. Returns
+    /// the plan, the allocator and how many steps failed.
+    async fn restart(c: &Crashed) -> (Plan, Arc<Allocator>, usize) {
+        let state = c.dir.path().join("state");
+        let before = Store::<PodRecord>::open(&state, Durability::Sync).unwrap();
+        before.start(c.records.clone()).unwrap();
+        let store = Store::<PodRecord>::open(&state, Durability::Sync).unwrap();
+        let plan = prepare(
+            &store,
+            &c.dp,
+            vec![eni(1, &[ip(5), ip(6), ip(7)])],
+            Path::new("/nonexistent/aws-node.json"),
+            9001,
+        )
+        .await
+        .unwrap();
+        let alloc = Arc::new(Allocator::new(16, Duration::ZERO));
+        for (key, addr) in plan.held() {
+            alloc.reserve(&key, addr).unwrap();
+        }
+        alloc.grow(1, &[ip(5), ip(6), ip(7)]).unwrap();
+        let failed = apply(&plan, &c.dp, &alloc, Duration::ZERO);
+        (plan, alloc, failed)
+    }
+
+    fn held(alloc: &Allocator, cid: &str) -> Option<Ipv4Addr> {
+        alloc
+            .lookup(&AttachmentKey::new(cid, "eth0"))
+            .map(|l| l.addr)
+    }
+
+    #[tokio::test]
+    async fn a_crash_mid_add_is_undone_and_a_finished_one_kept() {
+        let c = crashed();
+        let wired_veth = c.dp.veth_named(&c.records[1].host_ifname).unwrap();
+        let (plan, alloc, failed) = restart(&c).await;
+        assert_eq!(failed, 0);
+        assert_eq!(keys(&plan.keep), ["wired"]);
+        assert_eq!(plan.keep[0].host_ifindex, wired_veth.index);
+        assert_eq!(plan.report.released, 2);
+        assert_eq!(plan.report.reaped, 1);
+        // The half-made ADD: its veth deleted, its address free.
+        let half = &c.records[0];
+        let left = c.dp.leftovers(half.addr, &half.host_ifname);
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(held(&alloc, "half"), None);
+        assert!(c.dp.calls().contains(&Call::DelPod {
+            addr: half.addr,
+            eni_table: Some(2),
+            host_ifindex: WIRING_PENDING,
+        }));
+        // The gone pod: its rules removed, its address free.
+        assert!(c.dp.leftovers(ip(7), "gone").is_empty());
+        assert_eq!(held(&alloc, "gone"), None);
+        // The finished ADD: untouched and still held.
+        let left = c.dp.leftovers(ip(6), &c.records[1].host_ifname);
+        assert_eq!(left.veths, vec![wired_veth]);
+        assert_eq!(left.rules.len(), 2);
+        assert_eq!(held(&alloc, "wired"), Some(ip(6)));
+        assert_eq!(alloc.usage().used, 1);
+    }
+
+    /// Failures while repairing are counted, never fatal, and addresses
+    /// are released all the same (a leftover route is better than a node
+    /// that does not start; the next restart tries again).
+    #[tokio::test]
+    async fn repair_failures_are_counted_and_the_addresses_still_released() {
+        let c = crashed();
+        c.dp.fail_at(Step::DelPod);
+        c.dp.fail_at(Step::ReapLink);
+        let (_, alloc, failed) = restart(&c).await;
+        assert_eq!(failed, 2);
+        assert_eq!(held(&alloc, "half"), None);
+        assert_eq!(held(&alloc, "gone"), None);
+        assert_eq!(alloc.usage().used, 1);
+        assert!(
+            c.dp.veth_named(&c.records[0].host_ifname).is_some(),
+            "the half-made veth is still there"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_kernel_fails_reconcile() {
+        let c = crashed();
+        c.dp.fail_at(Step::Dump);
+        let store =
+            Store::<PodRecord>::open(&c.dir.path().join("state"), Durability::Sync).unwrap();
+        let err = prepare(
+            &store,
+            &c.dp,
+            Vec::new(),
+            Path::new("/nonexistent/aws-node.json"),
+            9001,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ReconcileError::Kernel(_)), "{err}");
+    }
 }

@@ -23,7 +23,6 @@ pub mod format;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -53,7 +52,8 @@ pub const JOURNAL_CHUNK: u64 = 2 << 20;
 /// own.
 pub const LAZY_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Whether an ADD waits for its allocation to be on disk.
+/// Whether an ADD waits for its allocation to be on disk
+/// (`VPC_CNI_DURABILITY`, read by [`crate::config`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// ADD answers after the fsync that made its allocation durable (the
@@ -63,17 +63,6 @@ pub enum Durability {
     /// crash may lose the last allocations (reconcile then finds them in the
     /// kernel). For benchmarks and for comparison.
     Async,
-}
-
-impl Durability {
-    /// Parses `VPC_CNI_DURABILITY` (`sync` or `async`).
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "sync" => Some(Durability::Sync),
-            "async" => Some(Durability::Async),
-            _ => None,
-        }
-    }
 }
 
 /// A record the store keeps.
@@ -96,7 +85,26 @@ pub enum StoreError {
     },
     /// The writer could not make a change durable.
     #[error("checkpoint not written: {0}")]
-    NotDurable(String),
+    NotDurable(#[from] CommitError),
+}
+
+/// Why a change handed to the writer is not known to be on disk. Every
+/// change of a failed batch gets the same error, hence `Clone` (and the
+/// I/O error behind an `Arc`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// Appending the batch to the journal (or its fsync) failed.
+    #[error("{}: {source}", .path.display())]
+    Append {
+        /// The journal file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The writer thread is gone, so nothing will be written.
+    #[error("the checkpoint writer stopped")]
+    WriterStopped,
 }
 
 /// What [`Store::load`] found.
@@ -121,7 +129,7 @@ enum Op<R> {
 
 struct Pending<R> {
     op: Op<R>,
-    done: Option<oneshot::Sender<Result<(), String>>>,
+    done: Option<oneshot::Sender<Result<(), CommitError>>>,
     /// Written with the next batch, but no reason for an fsync of its own:
     /// the next durable change (or compaction) carries it to disk.
     lazy: bool,
@@ -150,7 +158,7 @@ pub struct Store<R> {
 /// A change handed to the writer. [`Commit::durable`] waits until it is on
 /// disk (at once under [`Durability::Async`]).
 #[must_use = "a commit must be awaited for the change to be known durable"]
-pub struct Commit(Option<oneshot::Receiver<Result<(), String>>>);
+pub struct Commit(Option<oneshot::Receiver<Result<(), CommitError>>>);
 
 impl Commit {
     /// Waits until the change is on disk.
@@ -159,10 +167,8 @@ impl Commit {
             None => Ok(()),
             Some(rx) => match rx.await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(StoreError::NotDurable(e)),
-                Err(_) => Err(StoreError::NotDurable(
-                    "the checkpoint writer stopped".into(),
-                )),
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(CommitError::WriterStopped.into()),
             },
         }
     }
@@ -472,11 +478,9 @@ impl<R: Record> Writer<R> {
                 buf.push(b'\n');
             }
             let started = std::time::Instant::now();
-            let written = self.append(&buf).map_err(|e| {
-                format!(
-                    "{}: {e}",
-                    self.dir.join(journal_name(self.generation)).display()
-                )
+            let written = self.append(&buf).map_err(|e| CommitError::Append {
+                path: self.dir.join(journal_name(self.generation)),
+                source: Arc::new(e),
             });
             if let Some(m) = &self.metrics {
                 m.observe_write(written.is_ok(), started.elapsed());
@@ -602,17 +606,10 @@ fn set_aside(path: &Path) {
 /// write + fsync + rename + directory fsync: a crash leaves either the old
 /// or the new file, never a torn one.
 pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let io = |source| StoreError::Io {
+    vpc_cni_durable_file::write_atomically(dir, name, bytes).map_err(|source| StoreError::Io {
         path: dir.to_path_buf(),
         source,
-    };
-    let mut f = File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    fs::rename(&tmp, dir.join(name)).map_err(io)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]
