@@ -13,8 +13,9 @@
 //! The conflist carries the settings the plugin needs from ipamd's own
 //! configuration (socket, MTU), read from the same environment by the same
 //! declaration and parser ([`InstallSettings`]), so the two cannot disagree.
-//! Only those settings are read: the init container neither needs nor
-//! links the daemon's whole configuration.
+//! The rest of the daemon's configuration is validated, not used: a value
+//! `ipamd serve` would refuse stops the init container, so a node never
+//! turns Ready with a daemon that cannot start.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -25,7 +26,7 @@ use std::process::ExitCode;
 use cni_plugin::config::LogLevel;
 use serde_json::{json, Value};
 
-use crate::config::{ConfigError, InstallSettings};
+use crate::config::{Config, ConfigError, InstallSettings};
 
 /// The conflist's file name (kubelet and containerd take the first file of
 /// the directory in lexical order).
@@ -151,6 +152,11 @@ impl Options {
             }
             *slot = PathBuf::from(value);
         }
+        // The init container gets the same environment as `ipamd serve`:
+        // a setting the daemon would refuse stops it here, before the
+        // conflist makes the node Ready for pods the daemon cannot serve.
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        Config::from_vars(vars.clone())?;
         // The socket and MTU exactly as `ipamd serve` will read them.
         let settings = InstallSettings::from_vars(vars)?;
         Ok(Options {

@@ -271,7 +271,11 @@ mod tests {
     }
 
     #[test]
-    fn setting_a_declared_default_is_the_same_as_leaving_it_unset() {
+    /// Unset reads the declared default's text, so this holds by construction
+    /// once the text parses: what it checks is that every declared default
+    /// is a value its own parser accepts (a default the parser refused would
+    /// stop every node that leaves the setting alone).
+    fn every_declared_default_is_accepted_by_its_parser() {
         use super::super::declare::{DefaultValue, SETTINGS};
         let unset = super::super::Config::from_vars(Vec::new()).unwrap();
         let install = super::super::InstallSettings::from_vars(Vec::new()).unwrap();

@@ -396,11 +396,13 @@ impl Harness {
             .durable()
             .await
             .unwrap();
-        Store::<PodRecord>::open(self.store.dir(), Durability::Sync)
+        // A checkpoint that cannot be read would make every "not recorded"
+        // assertion pass: it must load whole.
+        let loaded = Store::<PodRecord>::open(self.store.dir(), Durability::Sync)
             .unwrap()
-            .load()
-            .records
-            .unwrap_or_default()
+            .load();
+        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        loaded.records.expect("the harness's checkpoint exists")
     }
 
     /// Whether the checkpoint holds a record of pod `id`.

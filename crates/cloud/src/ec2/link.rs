@@ -17,9 +17,12 @@ const POLL: Duration = Duration::from_millis(100);
 /// Why no link was found.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LinkWaitError {
-    /// The link dump failed.
-    #[error("dump links: {0}")]
+    /// The link dump failed (the error names the request).
+    #[error(transparent)]
     Netlink(#[from] vpc_cni_netlink::Error),
+    /// The runtime shut down while the dump was queued.
+    #[error("link dump cancelled: the runtime is shutting down")]
+    Cancelled,
     /// No link with the MAC appeared in time.
     #[error("no link with MAC {mac} after {timeout:?}")]
     Timeout {
@@ -49,7 +52,12 @@ impl LinkWatch {
             sock.lock().expect("link socket poisoned").dump_links()
         })
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        .map_err(|e| {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic())
+            }
+            LinkWaitError::Cancelled
+        })??;
         Ok(links.into_iter().find(|l| l.has_mac(mac)).map(|l| l.name))
     }
 

@@ -53,6 +53,9 @@ pub enum FabricError {
         /// What the kernel says about them.
         why: &'static str,
     },
+    /// The runtime shut down while the request was queued.
+    #[error("cancelled: the runtime is shutting down")]
+    Cancelled,
     /// A link we just created is not there.
     #[error("link {0} vanished after creation")]
     Vanished(String),
@@ -177,7 +180,12 @@ impl Fabric for VethFabric {
             materialize(&mut sock, &eni, primary)
         })
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .map_err(|e| {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic())
+            }
+            FabricError::Cancelled
+        })?
     }
 }
 

@@ -13,7 +13,7 @@
 //! then our CAS fails and the read is discarded.
 //!
 //! The file is written against `super::sync` so the loom model test
-//! (`ipamd/tests/loom_ring.rs`) can compile it with loom's atomics.
+//! (`crates/core/tests/loom_ring.rs`) can compile it with loom's atomics.
 
 use super::sync::{AtomicU32, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
