@@ -205,6 +205,35 @@ impl State {
         true
     }
 
+    /// A new veth pair for `pod`, its pod end configured (up, address,
+    /// routes, neighbour) or not, no host side; returns its host index.
+    fn new_veth(&mut self, pod: &PodNet, macs: VethMacs, pod_side: bool) -> u32 {
+        let index = self.index();
+        let pod_index = self.index();
+        self.veths.insert(
+            index,
+            Veth {
+                index,
+                name: pod.host_ifname.clone(),
+                mac: macs.host,
+                mtu: pod.mtu,
+                up: false,
+                alias: None,
+                pod: PodEnd {
+                    netns: pod.netns.clone(),
+                    ifname: pod.ifname.clone(),
+                    index: pod_index,
+                    mac: macs.pod,
+                    up: pod_side,
+                    addr: pod_side.then_some(pod.addr),
+                    routes: pod_side,
+                    neigh: pod_side.then_some(macs.host),
+                },
+            },
+        );
+        index
+    }
+
     fn index(&mut self) -> u32 {
         self.next_index += 1;
         self.next_index
@@ -363,31 +392,7 @@ impl FakeDataplane {
     /// the pair, with its pod end configured or not, no host side. Returns
     /// its host index.
     pub fn insert_veth(&self, pod: &PodNet, macs: VethMacs, pod_side: bool) -> u32 {
-        let mut st = self.state();
-        let index = st.index();
-        let pod_index = st.index();
-        st.veths.insert(
-            index,
-            Veth {
-                index,
-                name: pod.host_ifname.clone(),
-                mac: macs.host,
-                mtu: pod.mtu,
-                up: false,
-                alias: None,
-                pod: PodEnd {
-                    netns: pod.netns.clone(),
-                    ifname: pod.ifname.clone(),
-                    index: pod_index,
-                    mac: macs.pod,
-                    up: pod_side,
-                    addr: pod_side.then_some(pod.addr),
-                    routes: pod_side,
-                    neigh: pod_side.then_some(macs.host),
-                },
-            },
-        );
-        index
+        self.state().new_veth(pod, macs, pod_side)
     }
 
     /// Adds a host route `addr/32 dev <index>` (main table).
@@ -417,29 +422,8 @@ impl Dataplane for FakeDataplane {
             let index = stale.index;
             st.del_link(index);
         }
-        let index = st.index();
-        let pod_index = st.index();
-        st.veths.insert(
-            index,
-            Veth {
-                index,
-                name: pod.host_ifname.clone(),
-                mac: macs.host,
-                mtu: pod.mtu,
-                up: false,
-                alias: None,
-                pod: PodEnd {
-                    netns: pod.netns.clone(),
-                    ifname: pod.ifname.clone(),
-                    index: pod_index,
-                    mac: macs.pod,
-                    up: false,
-                    addr: None,
-                    routes: false,
-                    neigh: None,
-                },
-            },
-        );
+        let index = st.new_veth(pod, macs, false);
+        let pod_index = st.veths[&index].pod.index;
         laps.lap(Phase::Veth);
         let undo_fails = st.undo_fails;
         let failed = st.hit(Step::PodSide);
