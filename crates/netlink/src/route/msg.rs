@@ -189,22 +189,17 @@ pub fn new_addr(index: u32, addr: Ipv4Addr, prefix: u8) -> RouteNetlinkMessage {
 /// `ip addr add <addr>/<prefix> brd + dev <index>`: as an interface's
 /// own address, with the subnet's broadcast address below /31.
 pub fn new_ifaddr(index: u32, addr: Ipv4Addr, prefix: u8) -> RouteNetlinkMessage {
-    let mut msg = AddressMessage::default();
-    msg.header.family = AddressFamily::Inet;
-    msg.header.prefix_len = prefix;
-    msg.header.index = index;
-    msg.attributes = vec![
-        AddressAttribute::Address(IpAddr::V4(addr)),
-        AddressAttribute::Local(IpAddr::V4(addr)),
-    ];
-    if prefix < 31 {
-        let host_bits = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
-        msg.attributes
-            .push(AddressAttribute::Broadcast(Ipv4Addr::from(
-                u32::from(addr) | host_bits,
-            )));
+    let mut msg = new_addr(index, addr, prefix);
+    if let RouteNetlinkMessage::NewAddress(a) = &mut msg {
+        if prefix < 31 {
+            let host_bits = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+            a.attributes
+                .push(AddressAttribute::Broadcast(Ipv4Addr::from(
+                    u32::from(addr) | host_bits,
+                )));
+        }
     }
-    RouteNetlinkMessage::NewAddress(msg)
+    msg
 }
 
 /// `ip addr show dev <index>` (dump, filtered by the caller).
